@@ -103,9 +103,15 @@ def check_config(cfg_path, model_dir):
         got = json.load(f)
     bad = []
     for k in CHECKED_FIELDS:
-        if k in want and norm_value(want.get(k)) != norm_value(got.get(k)):
-            if not (want.get(k) is None and k not in got):
-                bad.append(f"{k}: config {want.get(k)!r}, whale wrote {got.get(k)!r}")
+        if k not in want:
+            continue
+        w, g = norm_value(want.get(k)), norm_value(got.get(k))
+        if isinstance(w, dict) and isinstance(g, dict):
+            if "type" in w and "type" not in g:  # "type" and "rope_type" are aliases in HF
+                g["type"] = g.get("rope_type")
+            g = {kk: g.get(kk) for kk in w}  # extra keys whale adds (e.g. rope_type) are fine
+        if w != g and not (w is None and k not in got):
+            bad.append(f"{k}: config {want.get(k)!r}, whale wrote {got.get(k)!r}")
     return bad
 
 

@@ -37,12 +37,25 @@ sys.path.insert(0, HERE)
 from deepseek_ref import Config, DeepseekRef  # noqa: E402
 
 # (config file stem, extra init args)
+# Norm weights are jittered and the router's correction bias is random, so that a missing norm
+# weight or a bias used in the gate weights (not only in the choice) would show.
+JITTER = ["--norm-jitter", "0.1", "--router-bias-std", "0.05"]
 CONFIGS = [
-    ("v2lite_tiny", []),
-    ("v3_tiny", []),
-    ("v3_fp8_tiny", ["--dtype", "fp8"]),
-    ("v2_group_tiny", []),
+    ("v2lite_tiny", JITTER),
+    ("v3_tiny", JITTER),
+    ("v3_fp8_tiny", ["--dtype", "fp8"] + JITTER),
+    ("v2_group_tiny", JITTER),
 ]
+
+# How whale is run: one prefill (auto/naive/absorbed attention), token-by-token decode through
+# the latent cache with absorbed weights, and prefill in chunks of 7 over a partly filled cache.
+MODE_ARGS = {
+    "default": [],
+    "naive": ["--attn", "naive"],
+    "absorb": ["--attn", "absorb"],
+    "decode": ["--attn", "absorb", "--chunk", "1"],
+    "chunk7": ["--chunk", "7"],
+}
 
 # Config fields the reference depends on; whale's written config.json must agree with CFG.
 CHECKED_FIELDS = [
@@ -130,7 +143,7 @@ def main():
     ap.add_argument("--configs", help="comma separated subset of " + ",".join(c for c, _ in CONFIGS))
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--tie-margin", type=float, default=1e-5)
-    ap.add_argument("--attn-modes", default="default,naive")
+    ap.add_argument("--attn-modes", default="default,naive,absorb,decode,chunk7")
     ap.add_argument("--seed", type=int, default=1234)
     a = ap.parse_args()
 
@@ -206,8 +219,7 @@ def main():
                 cmd = wcmd + ["logits", "--model", mdir, "--tokens", ",".join(map(str, toks)), "--out", lpath]
                 if has_mtp:
                     cmd += ["--mtp-out", mpath]
-                if mode != "default":
-                    cmd += ["--attn", mode]
+                cmd += MODE_ARGS.get(mode, ["--attn", mode] if mode != "default" else [])
                 rc, out, dt = run(cmd)
                 if rc != 0:
                     fail(f"{tag}: whale logits failed (rc={rc}):\n{tail(out)}")

@@ -1,0 +1,73 @@
+// whale generate: stream generated token ids (text once the tokenizer is wired in).
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/util.h"
+#include "core/error.h"
+#include "infer/generate.h"
+#include "io/checkpoint.h"
+
+namespace whale::cli {
+
+void register_generate(CLI::App& app) {
+  struct Options {
+    std::string model, prompt_tokens, attn = "auto";
+    int64_t max_tokens = 32, batch = 1;
+    SamplingParams sampling;
+    bool ignore_eos = false, quiet = false;
+  };
+  auto opt = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand("generate", "Generate tokens from a checkpoint, streaming them as they come");
+  cmd->add_option("--model", opt->model, "Checkpoint directory")->required();
+  cmd->add_option("--prompt-tokens", opt->prompt_tokens, "Comma-separated prompt token ids")->required();
+  cmd->add_option("--max-tokens", opt->max_tokens, "Tokens to generate")->capture_default_str();
+  cmd->add_option("--temperature", opt->sampling.temperature, "0 = greedy")->capture_default_str();
+  cmd->add_option("--top-k", opt->sampling.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
+  cmd->add_option("--top-p", opt->sampling.top_p, "Nucleus sampling mass (1 = off)")->capture_default_str();
+  cmd->add_option("--min-p", opt->sampling.min_p, "Drop tokens below min_p * p_max (0 = off)")->capture_default_str();
+  cmd->add_option("--repetition-penalty", opt->sampling.repetition_penalty, "CTRL-style penalty (1 = off)")
+      ->capture_default_str();
+  cmd->add_option("--seed", opt->sampling.seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--batch", opt->batch, "Run this many copies of the prompt as one batch (seeds seed..seed+n-1)")
+      ->capture_default_str();
+  cmd->add_option("--attn", opt->attn, "Attention path: auto, absorb or naive")->capture_default_str();
+  cmd->add_flag("--ignore-eos", opt->ignore_eos, "Keep generating past the end-of-sequence token");
+  cmd->add_flag("--quiet", opt->quiet, "Print only the final ids, no speed report");
+  cmd->callback([opt] {
+    if (opt->batch < 1) throw Error("--batch", "must be at least 1");
+    auto model = load_model(opt->model);
+    std::vector<int32_t> prompt = parse_token_list(opt->prompt_tokens, "--prompt-tokens");
+    GenerateOptions g;
+    g.max_tokens = opt->max_tokens;
+    g.sampling = opt->sampling;
+    g.stop_at_eos = !opt->ignore_eos;
+    Generator gen(*model, parse_attention_mode(opt->attn));
+    GenerateStats stats;
+    std::vector<std::vector<int32_t>> prompts(size_t(opt->batch), prompt);
+    auto out = gen.generate(prompts, g,
+                            [&](int64_t b, int32_t tok) {
+                              if (opt->batch == 1) {
+                                std::printf("%d ", tok);
+                                std::fflush(stdout);
+                              }
+                              (void)b;
+                              return true;
+                            },
+                            &stats);
+    if (opt->batch == 1) {
+      std::printf("\n");
+    } else {
+      for (const auto& seq : out) {
+        for (int32_t t : seq) std::printf("%d ", t);
+        std::printf("\n");
+      }
+    }
+    if (!opt->quiet)
+      std::fprintf(stderr, "prefill: %lld tokens, %.1f tok/s | decode: %lld tokens, %.1f tok/s (batch %lld)\n",
+                   (long long)stats.prompt_tokens, stats.prefill_tokens_per_second(),
+                   (long long)stats.decode_tokens, stats.decode_tokens_per_second(), (long long)opt->batch);
+  });
+}
+
+}  // namespace whale::cli

@@ -1,0 +1,47 @@
+// whale init: write a randomly initialised checkpoint of any configuration.
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "io/checkpoint.h"
+
+namespace whale::cli {
+
+void register_init(CLI::App& app) {
+  struct Options {
+    std::string config, out, dtype = "f32";
+    uint64_t seed = 0;
+    double std = 0.02, norm_jitter = 0.0, router_bias_std = 0.0;
+  };
+  auto opt = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand("init", "Write a randomly initialised checkpoint (config.json + model.safetensors)");
+  cmd->add_option("--config", opt->config, "Hugging Face style config.json to instantiate")->required();
+  cmd->add_option("--out", opt->out, "Output checkpoint directory")->required();
+  cmd->add_option("--seed", opt->seed, "Random seed")->capture_default_str();
+  cmd->add_option("--dtype", opt->dtype, "Storage: f32, bf16, or fp8 (E4M3 with 128x128 block scales)")
+      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
+      ->capture_default_str();
+  cmd->add_option("--std", opt->std, "Standard deviation of the normal init")->capture_default_str();
+  cmd->add_option("--norm-jitter", opt->norm_jitter, "Norm weights = 1 + N(0, jitter) (tests use this)")
+      ->capture_default_str();
+  cmd->add_option("--router-bias-std", opt->router_bias_std,
+                  "Random e_score_correction_bias (tests use this; training starts at 0)")
+      ->capture_default_str();
+  cmd->callback([opt] {
+    ModelConfig config = load_model_config(opt->config);
+    InitOptions init;
+    init.seed = opt->seed;
+    init.std = opt->std;
+    init.norm_jitter = opt->norm_jitter;
+    init.router_bias_std = opt->router_bias_std;
+    auto model = init_model(config, init);
+    SaveDType dtype = opt->dtype == "bf16" ? SaveDType::BF16 : opt->dtype == "fp8" ? SaveDType::FP8 : SaveDType::F32;
+    save_model(*model, opt->out, dtype);
+    std::fprintf(stderr, "wrote %s: %.2fM parameters (%.2fM active per token), %s\n", opt->out.c_str(),
+                 double(config.parameter_count()) / 1e6, double(config.active_parameter_count()) / 1e6,
+                 opt->dtype.c_str());
+  });
+}
+
+}  // namespace whale::cli

@@ -1,0 +1,11 @@
+// Each subcommand lives in its own file and registers itself on the CLI11 app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace whale::cli {
+void register_init(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_logits(CLI::App& app);
+void register_inspect(CLI::App& app);
+void register_tokenizer(CLI::App& app);
+}  // namespace whale::cli

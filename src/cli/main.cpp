@@ -1,0 +1,28 @@
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"whale: DeepSeek-V3 architecture models in C++ (run, build, scale)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "whale 0.1.0");
+  whale::cli::register_init(app);
+  whale::cli::register_generate(app);
+  whale::cli::register_logits(app);
+  whale::cli::register_inspect(app);
+  whale::cli::register_tokenizer(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const whale::Error& e) {
+    std::fprintf(stderr, "whale: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "whale: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

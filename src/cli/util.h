@@ -1,0 +1,17 @@
+// Small helpers shared by subcommands.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+
+namespace whale::cli {
+
+// Parses "5,17,42" into ids; throws whale::Error naming the option on a bad entry.
+std::vector<int32_t> parse_token_list(const std::string& text, const std::string& option);
+AttentionMode parse_attention_mode(const std::string& text);
+// Binary file of little-endian float32, written atomically.
+void write_f32_file(const std::string& path, const std::vector<float>& values);
+
+}  // namespace whale::cli

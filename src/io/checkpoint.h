@@ -1,0 +1,50 @@
+// Checkpoint directories: config.json + model.safetensors (or a sharded index), with the
+// official Hugging Face tensor names. whale's own checkpoints use the same layout.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace whale {
+
+// A model's config and weights plus the memory that backs them (mapped files, owned buffers).
+struct Model {
+  ModelConfig config;
+  ModelWeights weights;
+  std::unique_ptr<SafetensorsSet> files;     // memory-mapped sources
+  std::vector<std::vector<float>> owned;     // dequantised or freshly initialised tensors
+  std::string source;
+};
+
+struct LoadOptions {
+  // Keep BF16 projection matrices as mapped BF16 (half the memory, read by the BF16 kernels);
+  // when false every tensor becomes F32.
+  bool keep_bf16 = true;
+};
+
+std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& options = {});
+
+struct InitOptions {
+  uint64_t seed = 0;
+  double std = 0.02;             // initializer_range, as Hugging Face's DeepSeek configs use
+  double norm_jitter = 0.0;      // norms = 1 + N(0, jitter); 0 gives exact ones (tests use > 0)
+  double router_bias_std = 0.0;  // e_score_correction_bias ~ N(0, std); 0 gives zeros
+};
+std::unique_ptr<Model> init_model(const ModelConfig& config, const InitOptions& options);
+
+enum class SaveDType { F32, BF16, FP8 };
+// Writes config.json and model.safetensors into dir (created if needed), each atomically.
+// FP8 stores eligible projections as E4M3 with 128x128 block scales (weight_scale_inv).
+void save_model(const Model& model, const std::string& dir, SaveDType dtype = SaveDType::F32);
+
+// FP8 block quantisation of one [rows, cols] matrix; scale_inv is [ceil(rows/br), ceil(cols/bc)].
+void quantize_fp8_blocks(const float* w, int64_t rows, int64_t cols, int64_t br, int64_t bc,
+                         std::vector<uint8_t>* q, std::vector<float>* scale_inv);
+void dequantize_fp8_blocks(const uint8_t* q, const float* scale_inv, int64_t rows, int64_t cols,
+                           int64_t br, int64_t bc, float* out);
+
+}  // namespace whale

@@ -1,0 +1,135 @@
+#include "kernels/ops.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace whale {
+
+namespace {
+
+// Dot product of a BF16 row with an F32 vector.
+float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
+  int64_t i = 0;
+  float sum = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    __m256i w0 = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(w + i))), 16);
+    __m256i w1 = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(w + i + 8))), 16);
+    acc0 = _mm256_fmadd_ps(_mm256_castsi256_ps(w0), _mm256_loadu_ps(x + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_castsi256_ps(w1), _mm256_loadu_ps(x + i + 8), acc1);
+  }
+  __m256 acc = _mm256_add_ps(acc0, acc1);
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  lo = _mm_hadd_ps(lo, lo);
+  lo = _mm_hadd_ps(lo, lo);
+  sum = _mm_cvtss_f32(lo);
+#endif
+  for (; i < n; ++i) sum += bf16_to_f32(w[i]) * x[i];
+  return sum;
+}
+
+void linear_bf16(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate) {
+  const int64_t N = W.rows(), K = W.cols();
+  const uint16_t* w = static_cast<const uint16_t*>(W.data);
+  if (M <= 8) {
+    // Decode: bandwidth-bound, read each weight row once for all M activation rows.
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t m = 0; m < M; ++m) {
+        float v = dot_bf16(w + n * K, x + m * K, K);
+        y[m * N + n] = accumulate ? y[m * N + n] + v : v;
+      }
+    }
+    return;
+  }
+  // Prefill: widen blocks of weight rows to F32 and let SGEMM do the arithmetic.
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(N, (1 << 22) / std::max<int64_t>(K, 1)));
+  std::vector<float> wf(size_t(block * K));
+  for (int64_t n0 = 0; n0 < N; n0 += block) {
+    const int64_t nb = std::min(block, N - n0);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < nb * K; ++i) wf[size_t(i)] = bf16_to_f32(w[n0 * K + i]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(nb), int(K), 1.0f, x, int(K), wf.data(),
+                int(K), accumulate ? 1.0f : 0.0f, y + n0, int(N));
+  }
+}
+
+void linear_impl(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate) {
+  const int64_t N = W.rows(), K = W.cols();
+  if (M == 0 || N == 0) return;
+  if (W.dtype == DType::BF16) return linear_bf16(x, M, W, y, accumulate);
+  if (M == 1) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(N), int(K), 1.0f, W.f32(), int(K), x, 1, accumulate ? 1.0f : 0.0f,
+                y, 1);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, x, int(K), W.f32(), int(K),
+              accumulate ? 1.0f : 0.0f, y, int(N));
+}
+
+}  // namespace
+
+void linear(const float* x, int64_t M, const Tensor& W, float* y) { linear_impl(x, M, W, y, false); }
+void linear_accumulate(const float* x, int64_t M, const Tensor& W, float* y) { linear_impl(x, M, W, y, true); }
+
+void rmsnorm(const float* x, const float* weight, float* y, int64_t M, int64_t n, float eps, int64_t x_stride,
+             int64_t y_stride) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * x_stride;
+    float* yr = y + m * y_stride;
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
+    const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+    for (int64_t i = 0; i < n; ++i) yr[i] = xr[i] * inv * weight[i];
+  }
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = float(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy(float a, const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void copy_row(const Tensor& t, int64_t row, float* out) {
+  const int64_t n = t.cols();
+  if (t.dtype == DType::F32) {
+    std::memcpy(out, t.f32() + row * n, size_t(n) * 4);
+  } else {
+    const uint16_t* h = static_cast<const uint16_t*>(t.data) + row * n;
+    for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(h[i]);
+  }
+}
+
+}  // namespace whale

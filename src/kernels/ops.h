@@ -1,0 +1,34 @@
+// Elementwise and reduction kernels of the forward pass, on row-major float buffers.
+#pragma once
+#include <cstdint>
+
+#include "model/weights.h"
+
+namespace whale {
+
+// y[M, N] = x[M, K] · W[N, K]^T   (W is F32 or BF16; accumulation in F32)
+void linear(const float* x, int64_t M, const Tensor& W, float* y);
+// Same, accumulating into y (y += x W^T).
+void linear_accumulate(const float* x, int64_t M, const Tensor& W, float* y);
+
+// y = x / sqrt(mean(x^2) + eps) * weight, for each of M rows of length n (x may equal y).
+void rmsnorm(const float* x, const float* weight, float* y, int64_t M, int64_t n, float eps, int64_t x_stride,
+             int64_t y_stride);
+inline void rmsnorm(const float* x, const float* weight, float* y, int64_t M, int64_t n, float eps) {
+  rmsnorm(x, weight, y, M, n, eps, n, n);
+}
+
+// out[i] = silu(gate[i]) * up[i], the SwiGLU of DeepSeek's MLPs.
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+
+// In-place softmax over n values (max-subtracted, exact expf).
+void softmax(float* x, int64_t n);
+
+float dot(const float* a, const float* b, int64_t n);
+// y += a * x
+void axpy(float a, const float* x, float* y, int64_t n);
+
+// Row `row` of an embedding-like matrix (F32 or BF16) as floats.
+void copy_row(const Tensor& t, int64_t row, float* out);
+
+}  // namespace whale

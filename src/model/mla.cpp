@@ -1,0 +1,125 @@
+// Multi-head Latent Attention (DeepSeek-V2 paper, section 2.1): low-rank joint KV compression
+// with a decoupled RoPE key shared by all heads.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/ops.h"
+#include "model/transformer.h"
+
+namespace whale {
+
+namespace {
+enum Slot { kQa = 8, kLatent, kExpanded, kThreadScratch };
+constexpr int64_t kAutoNaiveRows = 32;  // spans this long are prefills: expanded K/V is cheaper
+}  // namespace
+
+void Transformer::attention(const LayerWeights& w, int64_t layer, const float* xn, int64_t T,
+                            const std::vector<SeqSpan>& spans, bool mtp, float* out) {
+  (void)mtp;
+  const ModelConfig& c = config_;
+  const int64_t heads = c.num_attention_heads, qhd = c.qk_head_dim(), nope = c.qk_nope_head_dim;
+  const int64_t rank = c.kv_lora_rank, rope = c.qk_rope_head_dim;
+  const float eps = float(c.rms_norm_eps);
+  if (q_scratch_.size() < size_t(T * heads * qhd)) q_scratch_.resize(size_t(T * heads * qhd));
+  if (kv_scratch_.size() < size_t(T * (rank + rope))) kv_scratch_.resize(size_t(T * (rank + rope)));
+  float* q = q_scratch_.data();
+  if (c.q_lora_rank > 0) {
+    std::vector<float>& qa = buffer(kQa, size_t(T * c.q_lora_rank));
+    linear(xn, T, w.attn.q_a_proj, qa.data());
+    rmsnorm(qa.data(), w.attn.q_a_layernorm.f32(), qa.data(), T, c.q_lora_rank, eps);
+    linear(qa.data(), T, w.attn.q_b_proj, q);
+  } else {
+    linear(xn, T, w.attn.q_proj, q);
+  }
+  float* kva = kv_scratch_.data();
+  linear(xn, T, w.attn.kv_a_proj_with_mqa, kva);
+  // Cache the normalised latent c_t and the rotated shared key k_t^R (equations 9-10 of V2).
+  for (const SeqSpan& s : spans) {
+    for (int64_t i = 0; i < s.rows; ++i) {
+      const int64_t t = s.row_begin + i, pos = s.pos0 + i;
+      float* row = s.cache->row(layer, pos);
+      rmsnorm(kva + t * (rank + rope), w.attn.kv_a_layernorm.f32(), row, 1, rank, eps);
+      std::memcpy(row + rank, kva + t * (rank + rope) + rank, size_t(rope) * sizeof(float));
+      rope_.apply(row + rank, pos);
+      for (int64_t h = 0; h < heads; ++h) rope_.apply(q + (t * heads + h) * qhd + nope, pos);
+    }
+  }
+  for (const SeqSpan& s : spans) {
+    const bool absorbed = mode_ == AttentionMode::Absorbed || (mode_ == AttentionMode::Auto && s.rows < kAutoNaiveRows);
+    attend_span(layer, s, s.pos0, absorbed, out);
+  }
+}
+
+void Transformer::attend_span(int64_t layer, const SeqSpan& s, int64_t pos0, bool absorbed, float* out) {
+  const ModelConfig& c = config_;
+  const int64_t heads = c.num_attention_heads, qhd = c.qk_head_dim(), nope = c.qk_nope_head_dim;
+  const int64_t rank = c.kv_lora_rank, rope = c.qk_rope_head_dim, vd = c.v_head_dim;
+  const int64_t L = pos0 + s.rows;  // keys visible to the span's last row
+  const int64_t width = rank + rope;
+  const float scale = softmax_scale_;
+  const float* kv_b = kv_b_f32_[size_t(layer)].data();  // [heads * (nope + vd), rank]
+  const float* q = q_scratch_.data();
+  const int threads = omp_get_max_threads();
+  const int64_t per_thread = 2 * rank + L;
+  std::vector<float>& scratch = buffer(kThreadScratch, size_t(threads * per_thread));
+
+  if (absorbed) {
+    // score = (W_UK^T q_nope) · c_s + q_rope · k_s^R ; out = W_UV (sum_s p_s c_s)
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t i = 0; i < s.rows; ++i) {
+      for (int64_t h = 0; h < heads; ++h) {
+        float* qabs = scratch.data() + omp_get_thread_num() * per_thread;
+        float* ctx = qabs + rank;
+        float* scores = ctx + rank;
+        const int64_t t = s.row_begin + i, visible = pos0 + i + 1;
+        const float* qn = q + (t * heads + h) * qhd;
+        const float* qr = qn + nope;
+        const float* w_uk = kv_b + h * (nope + vd) * rank;
+        const float* w_uv = w_uk + nope * rank;
+        std::fill(qabs, qabs + rank, 0.0f);
+        for (int64_t d = 0; d < nope; ++d) axpy(qn[d], w_uk + d * rank, qabs, rank);
+        for (int64_t p = 0; p < visible; ++p) {
+          const float* row = s.cache->row(layer, p);
+          scores[p] = (dot(qabs, row, rank) + dot(qr, row + rank, rope)) * scale;
+        }
+        softmax(scores, visible);
+        std::fill(ctx, ctx + rank, 0.0f);
+        for (int64_t p = 0; p < visible; ++p) axpy(scores[p], s.cache->row(layer, p), ctx, rank);
+        float* o = out + (t * heads + h) * vd;
+        for (int64_t j = 0; j < vd; ++j) o[j] = dot(w_uv + j * rank, ctx, rank);
+      }
+    }
+    return;
+  }
+
+  // Naive reference: materialise k_nope and v for every cached position.
+  std::vector<float>& latent = buffer(kLatent, size_t(L * rank));
+  for (int64_t p = 0; p < L; ++p) std::memcpy(latent.data() + p * rank, s.cache->row(layer, p), size_t(rank) * 4);
+  std::vector<float>& kv = buffer(kExpanded, size_t(L * heads * (nope + vd)));
+  Tensor kv_b_view{DType::F32, {heads * (nope + vd), rank}, const_cast<float*>(kv_b)};
+  linear(latent.data(), L, kv_b_view, kv.data());
+  const int64_t kv_stride = heads * (nope + vd);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t i = 0; i < s.rows; ++i) {
+    for (int64_t h = 0; h < heads; ++h) {
+      float* scores = scratch.data() + omp_get_thread_num() * per_thread;
+      const int64_t t = s.row_begin + i, visible = pos0 + i + 1;
+      const float* qn = q + (t * heads + h) * qhd;
+      const float* qr = qn + nope;
+      for (int64_t p = 0; p < visible; ++p) {
+        const float* k = kv.data() + p * kv_stride + h * (nope + vd);
+        scores[p] = (dot(qn, k, nope) + dot(qr, s.cache->row(layer, p) + rank, rope)) * scale;
+      }
+      softmax(scores, visible);
+      float* o = out + (t * heads + h) * vd;
+      std::fill(o, o + vd, 0.0f);
+      for (int64_t p = 0; p < visible; ++p) axpy(scores[p], kv.data() + p * kv_stride + h * (nope + vd) + nope, o, vd);
+    }
+  }
+  (void)width;
+}
+
+}  // namespace whale

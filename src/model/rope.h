@@ -1,0 +1,21 @@
+// Decoupled RoPE with YaRN (DeepSeek-V2 paper, section 2.1.3; YaRN, Peng et al. 2023).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+
+namespace whale {
+
+struct Rope {
+  std::vector<double> inv_freq;  // qk_rope_head_dim / 2 frequencies, YaRN-blended
+  double mscale = 1.0;           // cos/sin amplitude: mscale(factor, mscale) / mscale(factor, mscale_all_dim)
+
+  explicit Rope(const ModelConfig& config);
+  // Rotates one vector of qk_rope_head_dim values in place at position pos.
+  // DeepSeek's checkpoints pair interleaved elements (2i, 2i+1) with frequency i: Hugging Face's
+  // modeling_deepseek de-interleaves before rotate_half, which is the same rotation.
+  void apply(float* x, int64_t pos) const;
+};
+
+}  // namespace whale

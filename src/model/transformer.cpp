@@ -1,0 +1,144 @@
+#include "model/transformer.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "kernels/ops.h"
+
+namespace whale {
+
+namespace {
+enum Slot { kXn, kMlpGate, kMlpUp, kMlpAct, kMtpIn, kMtpX, kAttnOut, kHeadIn, kNumSlots };
+}
+
+Transformer::Transformer(const Model& model, AttentionMode mode)
+    : model_(model),
+      config_(model.config),
+      mode_(mode),
+      rope_(model.config),
+      softmax_scale_(float(model.config.softmax_scale())) {
+  const ModelWeights& w = model.weights;
+  const int64_t slots = config_.num_hidden_layers + config_.num_nextn_predict_layers;
+  kv_b_f32_.resize(size_t(slots));
+  router_stats_.resize(size_t(slots));
+  for (int64_t s = 0; s < slots; ++s) {
+    const LayerWeights& l = s < config_.num_hidden_layers ? w.layers[size_t(s)]
+                                                           : w.mtp[size_t(s - config_.num_hidden_layers)];
+    const Tensor& t = l.attn.kv_b_proj;
+    std::vector<float>& dst = kv_b_f32_[size_t(s)];
+    dst.resize(size_t(t.numel()));
+    for (int64_t r = 0; r < t.rows(); ++r) copy_row(t, r, dst.data() + r * t.cols());
+    router_stats_[size_t(s)].expert_tokens.assign(size_t(config_.n_routed_experts), 0);
+  }
+  buffers_.resize(kNumSlots + 16);
+}
+
+void Transformer::reset_router_stats() {
+  for (auto& s : router_stats_) std::fill(s.expert_tokens.begin(), s.expert_tokens.end(), 0);
+}
+
+std::vector<float>& Transformer::buffer(int slot, size_t n) {
+  std::vector<float>& b = buffers_[size_t(slot)];
+  if (b.size() < n) b.resize(n);
+  return b;
+}
+
+static int64_t total_rows(const std::vector<SeqSpan>& spans) {
+  int64_t T = 0;
+  for (const auto& s : spans) {
+    if (s.row_begin != T) throw Error("forward", "spans must cover consecutive rows");
+    T += s.rows;
+  }
+  return T;
+}
+
+static void check_spans(const std::vector<SeqSpan>& spans, bool mtp) {
+  for (const auto& s : spans) {
+    const int64_t have = mtp ? s.cache->mtp_length : s.cache->length;
+    if (s.pos0 != have)
+      throw Error("forward", "span starts at position " + std::to_string(s.pos0) + " but its cache holds " +
+                                 std::to_string(have) + " tokens");
+    if (s.pos0 + s.rows > s.cache->capacity())
+      throw Error("forward", "sequence of " + std::to_string(s.pos0 + s.rows) +
+                                 " tokens exceeds the KV cache capacity " + std::to_string(s.cache->capacity()));
+  }
+}
+
+void Transformer::forward(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* hidden) {
+  const int64_t T = total_rows(spans), H = config_.hidden_size;
+  check_spans(spans, false);
+  const ModelWeights& w = model_.weights;
+  for (int64_t t = 0; t < T; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= config_.vocab_size)
+      throw Error("tokens", "id " + std::to_string(tokens[t]) + " is outside the vocabulary [0, " +
+                                std::to_string(config_.vocab_size) + ")");
+    copy_row(w.embed_tokens, tokens[t], hidden + t * H);
+  }
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l)
+    decoder_layer(w.layers[size_t(l)], l, hidden, T, spans, false);
+  for (const auto& s : spans) s.cache->length = s.pos0 + s.rows;
+}
+
+void Transformer::logits(const float* hidden, const std::vector<int64_t>& rows, float* out) {
+  const int64_t H = config_.hidden_size, R = int64_t(rows.size());
+  std::vector<float>& normed = buffer(kHeadIn, size_t(R * H));
+  for (int64_t i = 0; i < R; ++i)
+    rmsnorm(hidden + rows[size_t(i)] * H, model_.weights.norm.f32(), normed.data() + i * H, 1, H,
+            float(config_.rms_norm_eps));
+  linear(normed.data(), R, model_.weights.lm_head, out);
+}
+
+void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, const std::vector<SeqSpan>& spans,
+                             float* out, int64_t k) {
+  if (k >= config_.num_nextn_predict_layers) throw Error("mtp", "this model has no MTP layer " + std::to_string(k));
+  const int64_t T = total_rows(spans), H = config_.hidden_size;
+  check_spans(spans, true);
+  const LayerWeights& m = model_.weights.mtp[size_t(k)];
+  const float eps = float(config_.rms_norm_eps);
+  std::vector<float>& in = buffer(kMtpIn, size_t(T * 2 * H));
+  std::vector<float>& x = buffer(kMtpX, size_t(T * H));
+  for (int64_t t = 0; t < T; ++t) {
+    if (next_tokens[t] < 0 || next_tokens[t] >= config_.vocab_size)
+      throw Error("tokens", "id " + std::to_string(next_tokens[t]) + " is outside the vocabulary");
+    float* row = in.data() + t * 2 * H;
+    copy_row(m.embed_tokens, next_tokens[t], row);
+    rmsnorm(row, m.enorm.f32(), row, 1, H, eps);
+    rmsnorm(hidden + t * H, m.hnorm.f32(), row + H, 1, H, eps);
+  }
+  linear(in.data(), T, m.eh_proj, x.data());
+  decoder_layer(m, config_.num_hidden_layers + k, x.data(), T, spans, true);
+  std::vector<float>& normed = buffer(kHeadIn, size_t(T * H));
+  rmsnorm(x.data(), m.shared_head_norm.f32(), normed.data(), T, H, eps);
+  linear(normed.data(), T, m.shared_head_head, out);
+  for (const auto& s : spans) s.cache->mtp_length = s.pos0 + s.rows;
+}
+
+void Transformer::decoder_layer(const LayerWeights& w, int64_t layer_index, float* x, int64_t T,
+                                const std::vector<SeqSpan>& spans, bool mtp) {
+  const int64_t H = config_.hidden_size;
+  const float eps = float(config_.rms_norm_eps);
+  std::vector<float>& xn = buffer(kXn, size_t(T * H));
+  rmsnorm(x, w.input_layernorm.f32(), xn.data(), T, H, eps);
+  std::vector<float>& attn_out = buffer(kAttnOut, size_t(T * config_.num_attention_heads * config_.v_head_dim));
+  attention(w, layer_index, xn.data(), T, spans, mtp, attn_out.data());
+  linear_accumulate(attn_out.data(), T, w.attn.o_proj, x);
+  rmsnorm(x, w.post_attention_layernorm.f32(), xn.data(), T, H, eps);
+  if (w.is_moe) {
+    moe(w, layer_index, xn.data(), T, x);
+  } else {
+    mlp(w.mlp, xn.data(), T, x);
+  }
+}
+
+void Transformer::mlp(const MlpWeights& w, const float* xn, int64_t T, float* x) {
+  const int64_t I = w.gate_proj.rows();
+  std::vector<float>& g = buffer(kMlpGate, size_t(T * I));
+  std::vector<float>& u = buffer(kMlpUp, size_t(T * I));
+  linear(xn, T, w.gate_proj, g.data());
+  linear(xn, T, w.up_proj, u.data());
+  silu_mul(g.data(), u.data(), g.data(), T * I);
+  linear_accumulate(g.data(), T, w.down_proj, x);
+}
+
+}  // namespace whale

@@ -1,0 +1,72 @@
+// The DeepSeek-V2/V3 forward pass over a batch of sequence spans, with MLA's latent cache.
+// Rows of all spans are stacked, so projections run as one GEMM; attention runs per span.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "infer/kv_cache.h"
+#include "io/checkpoint.h"
+#include "model/rope.h"
+
+namespace whale {
+
+enum class AttentionMode {
+  Auto,      // absorbed for short spans (decode), expanded K/V for long prefills
+  Absorbed,  // W_UK folded into the query, W_UV into the output: K/V never materialised
+  Naive,     // reference: expand per-head K and V from the cached latent
+};
+
+// rows [row_begin, row_begin + rows) of the batch belong to one sequence whose cache gets
+// positions pos0 .. pos0 + rows - 1 (pos0 must equal the cache's current length).
+struct SeqSpan {
+  KVCache* cache;
+  int64_t row_begin, rows, pos0;
+};
+
+// Router decisions of one MoE layer, for load statistics and balancing.
+struct RouterStats {
+  std::vector<int64_t> expert_tokens;  // per expert: tokens routed to it
+};
+
+class Transformer {
+ public:
+  Transformer(const Model& model, AttentionMode mode = AttentionMode::Auto);
+
+  // Runs the decoder layers over tokens (one per row of all spans) and appends to the caches.
+  // hidden_out receives the last layer's output before the final norm: [rows, hidden].
+  void forward(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* hidden_out);
+  // out[i, vocab] = lm_head(norm(hidden[rows[i]])).
+  void logits(const float* hidden, const std::vector<int64_t>& rows, float* out);
+
+  // MTP module k (DeepSeek-V3 paper, section 2.2): row r combines the main model's hidden state
+  // h_r (pre-norm) with the embedding of the following token next_tokens[r]; spans index the
+  // MTP cache (pos0 must equal cache->mtp_length). Writes logits predicting two tokens ahead.
+  void mtp_logits(const float* hidden, const int32_t* next_tokens, const std::vector<SeqSpan>& spans,
+                  float* out, int64_t k = 0);
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<RouterStats>& router_stats() const { return router_stats_; }
+  void reset_router_stats();
+
+ private:
+  void decoder_layer(const LayerWeights& w, int64_t layer_index, float* x, int64_t T,
+                     const std::vector<SeqSpan>& spans, bool mtp);
+  void attention(const LayerWeights& w, int64_t layer_index, const float* xn, int64_t T,
+                 const std::vector<SeqSpan>& spans, bool mtp, float* out);
+  void attend_span(int64_t layer_index, const SeqSpan& span, int64_t pos0, bool absorbed, float* out);
+  void mlp(const MlpWeights& w, const float* xn, int64_t T, float* x_accumulate);
+  void moe(const LayerWeights& w, int64_t layer_index, const float* xn, int64_t T, float* x_accumulate);
+  std::vector<float>& buffer(int slot, size_t n);
+
+  const Model& model_;
+  const ModelConfig& config_;
+  AttentionMode mode_;
+  Rope rope_;
+  float softmax_scale_;
+  std::vector<std::vector<float>> kv_b_f32_;  // per layer slot: kv_b_proj as F32 (absorption reads it)
+  std::vector<std::vector<float>> buffers_;   // reused scratch; grows only
+  std::vector<float> q_scratch_, kv_scratch_;
+  std::vector<RouterStats> router_stats_;     // per layer slot
+};
+
+}  // namespace whale

@@ -1,10 +1,20 @@
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include "cli/commands.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
+  // libgomp reads its wait policy when it loads, before main. Spinning workers make a busy
+  // machine (another process on a core) run decode up to 100x slower, so unless the user chose
+  // a policy, restart once with the passive one.
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    ::setenv("OMP_WAIT_POLICY", "passive", 1);
+    ::execv("/proc/self/exe", argv);  // returns only on failure; then carry on as we are
+  }
   CLI::App app{"whale: DeepSeek-V3 architecture models in C++ (run, build, scale)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "whale 0.1.0");

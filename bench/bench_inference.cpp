@@ -1,0 +1,139 @@
+// Inference benchmark: prefill and decode tokens/s, peak resident memory, KV-cache bytes per
+// token, and decode speed as a fraction of the memory-bandwidth limit. Prints the machine's own
+// ceilings (read bandwidth, SGEMM GFLOP/s) first, measured here.
+//   bench_inference --model DIR [--prompt 128] [--decode 32] [--batch 1]
+#include <cblas.h>
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "core/error.h"
+#include "infer/generate.h"
+#include "io/checkpoint.h"
+
+using namespace whale;
+using Clock = std::chrono::steady_clock;
+
+static double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Best-of-5 parallel read of a 1 GiB buffer.
+static double read_bandwidth_gbs() {
+  const size_t n = (size_t(1) << 30) / sizeof(float);
+  std::vector<float> buf(n, 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    auto t = Clock::now();
+    double total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+    for (size_t i = 0; i < n; i += 16) {
+      float s = 0;
+      for (size_t j = 0; j < 16; ++j) s += buf[i + j];
+      total += s;
+    }
+    const double dt = seconds_since(t);
+    if (total < 0) std::printf("impossible\n");
+    best = std::max(best, double(n * sizeof(float)) / dt / 1e9);
+  }
+  return best;
+}
+
+static double sgemm_gflops() {
+  const int n = 1024;
+  std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {
+    auto t = Clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    best = std::max(best, 2.0 * n * n * n / seconds_since(t) / 1e9);
+  }
+  return best;
+}
+
+static double peak_rss_mib() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024.0;
+}
+
+// Bytes of weights one decoded token reads: every dense projection, the router, the shared
+// experts and the top-k routed experts of each MoE layer, and the LM head (not the MTP layer).
+static double active_weight_bytes(const Model& m) {
+  const ModelConfig& c = m.config;
+  auto bytes = [](const Tensor& t) { return t.empty() ? 0.0 : double(t.numel()) * (t.dtype == DType::BF16 ? 2 : 4); };
+  double total = bytes(m.weights.lm_head) + double(c.hidden_size) * (m.weights.embed_tokens.dtype == DType::BF16 ? 2 : 4);
+  for (const LayerWeights& l : m.weights.layers) {
+    const AttentionWeights& a = l.attn;
+    for (const Tensor* t : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj_with_mqa, &a.kv_b_proj, &a.o_proj})
+      total += bytes(*t);
+    if (l.is_moe) {
+      total += bytes(l.moe.gate);
+      const MlpWeights& e = l.moe.experts[0];
+      total += double(c.num_experts_per_tok) * (bytes(e.gate_proj) + bytes(e.up_proj) + bytes(e.down_proj));
+      total += bytes(l.moe.shared.gate_proj) + bytes(l.moe.shared.up_proj) + bytes(l.moe.shared.down_proj);
+    } else {
+      total += bytes(l.mlp.gate_proj) + bytes(l.mlp.up_proj) + bytes(l.mlp.down_proj);
+    }
+  }
+  return total;
+}
+
+int main(int argc, char** argv) {
+  CLI::App app{"whale inference benchmark"};
+  std::string dir;
+  int64_t prompt = 128, decode = 32, batch = 1;
+  std::string attn = "auto";
+  app.add_option("--model", dir, "Checkpoint directory (BF16 recommended; loaded memory-mapped)")->required();
+  app.add_option("--prompt", prompt, "Prompt tokens")->capture_default_str();
+  app.add_option("--decode", decode, "Tokens to decode")->capture_default_str();
+  app.add_option("--batch", batch, "Sequences decoded together")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    std::printf("threads: %d\n", omp_get_max_threads());
+    auto t_load = Clock::now();
+    auto model = load_model(dir);
+    const double load_s = seconds_since(t_load);
+    const ModelConfig& c = model->config;
+    std::printf("model: %s  %.1fM params (%.1fM active/token), loaded in %.2fs (mmap)\n", dir.c_str(),
+                double(c.parameter_count()) / 1e6, double(c.active_parameter_count()) / 1e6, load_s);
+    Generator gen(*model);
+    GenerateOptions o;
+    o.max_tokens = 1;  // warm-up: touch the pages once
+    o.stop_at_eos = false;
+    std::vector<int32_t> p(static_cast<size_t>(prompt));
+    for (int64_t i = 0; i < prompt; ++i) p[size_t(i)] = int32_t((i * 7919 + 13) % c.vocab_size);
+    gen.generate({std::vector<int32_t>(p.begin(), p.begin() + std::min<int64_t>(prompt, 8))}, o);
+    o.max_tokens = decode;
+    GenerateStats stats;
+    gen.generate(std::vector<std::vector<int32_t>>(size_t(batch), p), o, {}, &stats);
+    const double rss = peak_rss_mib();
+    const double bw = read_bandwidth_gbs();
+    const double peak = sgemm_gflops();
+    std::printf("machine: read bandwidth %.1f GB/s, sgemm %.1f GFLOP/s (1024^3, OpenBLAS)\n", bw, peak);
+    const double weight_bytes = active_weight_bytes(*model);
+    const double decode_tps = stats.decode_tokens_per_second();
+    // A decode step reads the active weights once for the whole batch (upper bound: the union
+    // of experts may be larger than top-k for batch > 1).
+    const double steps_per_s = decode_tps / double(batch);
+    const double bound_steps = bw * 1e9 / weight_bytes;
+    std::printf("prefill: %lld tokens in %.3fs = %.1f tok/s (%.1f GFLOP/s, %.1f%% of sgemm peak)\n",
+                (long long)stats.prompt_tokens, stats.prefill_seconds, stats.prefill_tokens_per_second(),
+                2.0 * double(c.active_parameter_count()) * stats.prefill_tokens_per_second() / 1e9,
+                100.0 * 2.0 * double(c.active_parameter_count()) * stats.prefill_tokens_per_second() / 1e9 / peak);
+    std::printf("decode:  %lld tokens (batch %lld) = %.2f tok/s; %.1f MB of weights per step -> "
+                "bandwidth bound %.2f steps/s; achieved %.1f%% of it\n",
+                (long long)stats.decode_tokens, (long long)batch, decode_tps, weight_bytes / 1e6, bound_steps,
+                100.0 * steps_per_s / bound_steps);
+    std::printf("kv cache: %lld bytes/token (latent %lld + rope %lld floats x %lld layers)\n",
+                (long long)KVCache::bytes_per_token(c), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,
+                (long long)c.num_hidden_layers);
+    std::printf("peak RSS: %.0f MiB (model mapped + caches + scratch, before the bandwidth probe)\n", rss);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_inference: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

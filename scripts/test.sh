@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds whale and runs every test: the release suite (GoogleTest + reference comparisons via
+# CTest), the same unit tests under AddressSanitizer/UBSan, and the fuzzers for a short time.
+# Installs missing Debian packages and the npm reference packages first.
+#   WHALE_SKIP_SANITIZE=1  skip the ASan/UBSan build
+#   WHALE_FUZZ_SECONDS=N   seconds per fuzzer (default 30; 0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+if [[ -f tests/js/package.json ]]; then
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+JOBS=${JOBS:-$(nproc)}
+
+if [[ "${WHALE_SKIP_SANITIZE:-0}" != 1 ]]; then
+  echo "== unit tests under AddressSanitizer + UBSan"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWHALE_SANITIZE=ON -DWHALE_BENCH=OFF >/dev/null
+  ninja -C build-asan -j "$JOBS" whale_tests
+  OMP_WAIT_POLICY=passive ASAN_OPTIONS=detect_leaks=0 ./build-asan/whale_tests --gtest_brief=1
+fi
+
+FUZZ_SECONDS=${WHALE_FUZZ_SECONDS:-30}
+if [[ "$FUZZ_SECONDS" != 0 ]] && ls tests/fuzz/*.cpp >/dev/null 2>&1; then
+  echo "== fuzzing (${FUZZ_SECONDS}s per target)"
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWHALE_FUZZ=ON \
+    -DWHALE_TESTS=OFF -DWHALE_BENCH=OFF -DWHALE_SANITIZE=ON >/dev/null
+  ninja -C build-fuzz -j "$JOBS"
+  bash tests/fuzz/run_fuzzers.sh build-fuzz "$FUZZ_SECONDS"
+fi
+
+echo "== release build: all tests"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+ninja -C build -j "$JOBS"
+ctest --test-dir build --output-on-failure -j "$JOBS" --timeout 900

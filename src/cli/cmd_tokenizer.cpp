@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/mmap.h"
 #include "core/progress.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/trainer.h"
 
@@ -180,6 +181,35 @@ void run_info(const std::string& path) {
   std::printf("chat template:  %s\n", tok.config().chat_template.empty() ? "none" : "yes (tokenizer_config.json)");
 }
 
+// Each line: a JSON array of messages, or {"messages": [...], "add_generation_prompt": bool}.
+void run_chat(const std::vector<std::string>& files, const std::string& format_name, bool generation_prompt) {
+  tokenizer::ChatFormat format = tokenizer::parse_chat_format(format_name);
+  for (const std::string& input : read_inputs(files)) {
+    std::vector<std::string> lines = split_lines(input);
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (lines[i].find_first_not_of(" \t") == std::string::npos) continue;
+      std::string where = "line " + std::to_string(i + 1);
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(lines[i]);
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(where, std::string("not JSON: ") + e.what());
+      }
+      tokenizer::ChatOptions options;
+      options.add_generation_prompt = generation_prompt;
+      const nlohmann::json* messages = &j;
+      if (j.is_object()) {
+        if (!j.contains("messages")) throw Error(where, "expected a \"messages\" array");
+        messages = &j["messages"];
+        if (j.contains("add_generation_prompt") && j["add_generation_prompt"].is_boolean())
+          options.add_generation_prompt = j["add_generation_prompt"].get<bool>();
+      }
+      std::string text = tokenizer::render_chat(tokenizer::chat_messages_from_json(*messages, where), format, options);
+      std::printf("%s\n", nlohmann::json(text).dump().c_str());
+    }
+  }
+}
+
 }  // namespace
 
 void register_tokenizer(CLI::App& app) {
@@ -208,6 +238,18 @@ void register_tokenizer(CLI::App& app) {
   CLI::App* i = group->add_subcommand("info", "Summarize a tokenizer.json");
   i->add_option("--tokenizer", *info_path, "tokenizer.json")->required();
   i->callback([info_path] { run_info(*info_path); });
+
+  struct ChatArgs {
+    std::vector<std::string> files;
+    std::string format = "deepseek-v3";
+    bool no_generation_prompt = false;
+  };
+  auto chat = std::make_shared<ChatArgs>();
+  CLI::App* c = group->add_subcommand("chat", "Render conversations (JSONL) in DeepSeek's chat format, one JSON string per line");
+  c->add_option("--format", chat->format, "deepseek-v3 or deepseek-r1")->capture_default_str();
+  c->add_flag("--no-generation-prompt", chat->no_generation_prompt, "Do not open an assistant turn at the end");
+  c->add_option("files", chat->files, "Input files (default: stdin)");
+  c->callback([chat] { run_chat(chat->files, chat->format, !chat->no_generation_prompt); });
 
   struct TrainArgs {
     std::vector<std::string> files;

@@ -1,18 +1,23 @@
 // whale generate: stream generated token ids (text once the tokenizer is wired in).
 #include <cstdio>
 #include <memory>
+#include <optional>
+#include <span>
 
 #include "cli/commands.h"
 #include "cli/util.h"
 #include "core/error.h"
 #include "infer/generate.h"
 #include "io/checkpoint.h"
+#include "tokenizer/tokenizer.h"
+
+#include <filesystem>
 
 namespace whale::cli {
 
 void register_generate(CLI::App& app) {
   struct Options {
-    std::string model, prompt_tokens, attn = "auto";
+    std::string model, prompt_tokens, prompt, attn = "auto";
     int64_t max_tokens = 32, batch = 1;
     SamplingParams sampling;
     bool ignore_eos = false, quiet = false;
@@ -20,7 +25,10 @@ void register_generate(CLI::App& app) {
   auto opt = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate tokens from a checkpoint, streaming them as they come");
   cmd->add_option("--model", opt->model, "Checkpoint directory")->required();
-  cmd->add_option("--prompt-tokens", opt->prompt_tokens, "Comma-separated prompt token ids")->required();
+  auto* ids_opt = cmd->add_option("--prompt-tokens", opt->prompt_tokens, "Comma-separated prompt token ids");
+  auto* text_opt = cmd->add_option("--prompt", opt->prompt,
+                                   "Prompt text, encoded with the checkpoint's tokenizer.json; output is streamed as text");
+  ids_opt->excludes(text_opt);
   cmd->add_option("--max-tokens", opt->max_tokens, "Tokens to generate")->capture_default_str();
   cmd->add_option("--temperature", opt->sampling.temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", opt->sampling.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
@@ -36,19 +44,41 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--quiet", opt->quiet, "Print only the final ids, no speed report");
   cmd->callback([opt] {
     if (opt->batch < 1) throw Error("--batch", "must be at least 1");
+    if (opt->prompt_tokens.empty() && opt->prompt.empty())
+      throw Error("generate", "give a prompt with --prompt TEXT or --prompt-tokens 1,2,3");
     auto model = load_model(opt->model);
-    std::vector<int32_t> prompt = parse_token_list(opt->prompt_tokens, "--prompt-tokens");
+    std::optional<tokenizer::Tokenizer> tok;
+    std::vector<int32_t> prompt;
+    if (!opt->prompt.empty()) {
+      const std::string path = (std::filesystem::path(opt->model) / "tokenizer.json").string();
+      if (!std::filesystem::exists(path))
+        throw Error(path, "--prompt needs the checkpoint's tokenizer.json; use --prompt-tokens for a model without one");
+      tok.emplace(tokenizer::Tokenizer::from_file(path));
+      for (int id : tok->encode(opt->prompt, true)) prompt.push_back(int32_t(id));
+      if (tok->vocab_size() > model->config.vocab_size)
+        throw Error(path, "tokenizer has " + std::to_string(tok->vocab_size()) + " ids but the model's vocab_size is " +
+                              std::to_string(model->config.vocab_size));
+    } else {
+      prompt = parse_token_list(opt->prompt_tokens, "--prompt-tokens");
+    }
     GenerateOptions g;
     g.max_tokens = opt->max_tokens;
     g.sampling = opt->sampling;
     g.stop_at_eos = !opt->ignore_eos;
     Generator gen(*model, parse_attention_mode(opt->attn));
+    const tokenizer::Tokenizer* tok_ptr = tok ? &*tok : nullptr;
     GenerateStats stats;
     std::vector<std::vector<int32_t>> prompts(size_t(opt->batch), prompt);
     auto out = gen.generate(prompts, g,
-                            [&](int64_t b, int32_t tok) {
+                            [&](int64_t b, int32_t tok_id) {
                               if (opt->batch == 1) {
-                                std::printf("%d ", tok);
+                                if (tok_ptr) {
+                                  const int id = tok_id;
+                                  std::string bytes = tok_ptr->decode_bytes(std::span<const int>(&id, 1));
+                                  std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+                                } else {
+                                  std::printf("%d ", tok_id);
+                                }
                                 std::fflush(stdout);
                               }
                               (void)b;
@@ -59,8 +89,13 @@ void register_generate(CLI::App& app) {
       std::printf("\n");
     } else {
       for (const auto& seq : out) {
-        for (int32_t t : seq) std::printf("%d ", t);
-        std::printf("\n");
+        if (tok_ptr) {
+          std::vector<int> ids(seq.begin(), seq.end());
+          std::printf("%s\n---\n", tok_ptr->decode(ids).c_str());
+        } else {
+          for (int32_t t : seq) std::printf("%d ", t);
+          std::printf("\n");
+        }
       }
     }
     if (!opt->quiet)

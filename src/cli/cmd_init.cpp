@@ -1,5 +1,6 @@
 // whale init: write a randomly initialised checkpoint of any configuration.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "cli/commands.h"
@@ -10,7 +11,7 @@ namespace whale::cli {
 
 void register_init(CLI::App& app) {
   struct Options {
-    std::string config, out, dtype = "f32";
+    std::string config, out, dtype = "f32", tokenizer;
     uint64_t seed = 0;
     double std = 0.02, norm_jitter = 0.0, router_bias_std = 0.0;
   };
@@ -22,6 +23,9 @@ void register_init(CLI::App& app) {
   cmd->add_option("--dtype", opt->dtype, "Storage: f32, bf16, or fp8 (E4M3 with 128x128 block scales)")
       ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
       ->capture_default_str();
+  cmd->add_option("--tokenizer", opt->tokenizer,
+                  "tokenizer.json to copy into the checkpoint (with tokenizer_config.json beside it, if present)")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--std", opt->std, "Standard deviation of the normal init")->capture_default_str();
   cmd->add_option("--norm-jitter", opt->norm_jitter, "Norm weights = 1 + N(0, jitter) (tests use this)")
       ->capture_default_str();
@@ -38,6 +42,14 @@ void register_init(CLI::App& app) {
     auto model = init_model(config, init);
     SaveDType dtype = opt->dtype == "bf16" ? SaveDType::BF16 : opt->dtype == "fp8" ? SaveDType::FP8 : SaveDType::F32;
     save_model(*model, opt->out, dtype);
+    if (!opt->tokenizer.empty()) {
+      namespace fs = std::filesystem;
+      const fs::path src(opt->tokenizer);
+      fs::copy_file(src, fs::path(opt->out) / "tokenizer.json", fs::copy_options::overwrite_existing);
+      const fs::path cfg = src.parent_path() / "tokenizer_config.json";
+      if (fs::exists(cfg))
+        fs::copy_file(cfg, fs::path(opt->out) / "tokenizer_config.json", fs::copy_options::overwrite_existing);
+    }
     std::fprintf(stderr, "wrote %s: %.2fM parameters (%.2fM active per token), %s\n", opt->out.c_str(),
                  double(config.parameter_count()) / 1e6, double(config.active_parameter_count()) / 1e6,
                  opt->dtype.c_str());

@@ -58,11 +58,16 @@ void add_common(CLI::App* cmd, Common& c) {
   cmd->add_option("files", c.files, "Input files (default: stdin)");
 }
 
-void run_encode(const Common& c, bool add_special, int threads) {
+void run_encode(const Common& c, bool add_special, bool bos, int threads) {
   Tokenizer tok = Tokenizer::from_file(c.tokenizer);
+  if (bos && tok.bos_id() < 0) throw Error(c.tokenizer, "--bos: no bos_token in tokenizer_config.json");
+  auto with_bos = [&](std::vector<int>& ids) {
+    if (bos && (ids.empty() || ids[0] != tok.bos_id())) ids.insert(ids.begin(), tok.bos_id());
+  };
   for (const std::string& input : read_inputs(c.files)) {
     if (!c.jsonl) {
       std::vector<int> ids = tok.encode(input, add_special);
+      with_bos(ids);
       std::string line;
       for (size_t i = 0; i < ids.size(); ++i) {
         if (i) line += ' ';
@@ -85,7 +90,8 @@ void run_encode(const Common& c, bool add_special, int threads) {
     }
     auto all = tok.encode_batch(texts, add_special, threads);
     std::string out;
-    for (const auto& ids : all) {
+    for (auto& ids : all) {
+      with_bos(ids);
       out += '[';
       for (size_t i = 0; i < ids.size(); ++i) {
         if (i) out += ',';
@@ -219,12 +225,14 @@ void register_tokenizer(CLI::App& app) {
   auto enc = std::make_shared<Common>();
   auto enc_special = std::make_shared<bool>(false);
   auto enc_threads = std::make_shared<int>(0);
+  auto enc_bos = std::make_shared<bool>(false);
   CLI::App* e = group->add_subcommand("encode", "Text to token ids (one line of ids per input)");
   add_common(e, *enc);
   e->add_flag("--jsonl", enc->jsonl, "Each input line is a JSON string; print one JSON array of ids per line");
-  e->add_flag("--add-special-tokens", *enc_special, "Add BOS/EOS as tokenizer_config.json asks");
+  e->add_flag("--add-special-tokens", *enc_special, "Add the special tokens of tokenizer.json's post_processor (none for DeepSeek-V3 and Qwen3)");
+  e->add_flag("--bos", *enc_bos, "Start with tokenizer_config.json's bos_token (as DeepSeek's add_bos_token asks)");
   e->add_option("--threads", *enc_threads, "Threads for --jsonl (0 = all)");
-  e->callback([enc, enc_special, enc_threads] { run_encode(*enc, *enc_special, *enc_threads); });
+  e->callback([enc, enc_special, enc_bos, enc_threads] { run_encode(*enc, *enc_special, *enc_bos, *enc_threads); });
 
   auto dec = std::make_shared<Common>();
   auto skip = std::make_shared<bool>(false);

@@ -17,7 +17,7 @@ std::vector<int> Tokenizer::encode(std::string_view text, bool add_special_token
 void Tokenizer::encode(std::string_view text, bool add_special_tokens, std::vector<int>& out,
                        EncodeScratch& scratch) const {
   out.clear();
-  if (add_special_tokens && config_.add_bos_token && bos_id_ >= 0) out.push_back(bos_id_);
+  if (add_special_tokens) out.insert(out.end(), special_prefix_.begin(), special_prefix_.end());
   if (!is_valid_utf8(text)) {
     scratch.sanitized = sanitize_utf8(text);
     text = scratch.sanitized;
@@ -30,7 +30,7 @@ void Tokenizer::encode(std::string_view text, bool add_special_tokens, std::vect
       encode_plain(s.text, out, scratch);
     }
   }
-  if (add_special_tokens && config_.add_eos_token && eos_id_ >= 0) out.push_back(eos_id_);
+  if (add_special_tokens) out.insert(out.end(), special_suffix_.begin(), special_suffix_.end());
 }
 
 void Tokenizer::encode_plain(std::string_view text, std::vector<int>& out,

@@ -40,7 +40,10 @@ class Tokenizer {
                              TokenizerConfig config = {});
 
   // Ids of `text`. Invalid UTF-8 is first replaced with U+FFFD the way Node decodes bytes,
-  // which is what the reference sees. add_special_tokens adds BOS/EOS as the config asks.
+  // which is what the reference sees. add_special_tokens adds what tokenizer.json's
+  // post_processor adds (TemplateProcessing's "single" special tokens; ByteLevel adds none,
+  // so DeepSeek-V3 gets no BOS here, as in the reference and Hugging Face tokenizers).
+  // Callers that want DeepSeek's BOS (tokenizer_config.json add_bos_token) prepend bos_id().
   std::vector<int> encode(std::string_view text, bool add_special_tokens = false) const;
   void encode(std::string_view text, bool add_special_tokens, std::vector<int>& out,
               EncodeScratch& scratch) const;
@@ -79,6 +82,7 @@ class Tokenizer {
   Normalizer normalizer_;
   TokenizerConfig config_;
   int vocab_size_ = 0, bos_id_ = -1, eos_id_ = -1;
+  std::vector<int> special_prefix_, special_suffix_;  // from a TemplateProcessing post_processor
 
   friend class TokenizerJsonLoader;
 };

@@ -22,6 +22,7 @@ class TokenizerJsonLoader {
   static void normalizer(const json& j, const std::string& where, Normalizer& out);
   static void pre_tokenizer(const json& j, const std::string& where, PreTokenizer& out);
   static void decoder(const json& j, const std::string& where);
+  static void post_processor(const json& j, const std::string& where, Tokenizer& tok);
 };
 
 namespace {
@@ -197,6 +198,38 @@ void TokenizerJsonLoader::decoder(const json& j, const std::string& where) {
     throw Error(where + ".type", "unsupported decoder \"" + type + "\" (only ByteLevel)");
 }
 
+// TemplateProcessing's "single" template: special tokens around the sequence "A". Other
+// post-processors (ByteLevel, RobertaProcessing's offsets) add no ids for a single text.
+void TokenizerJsonLoader::post_processor(const json& j, const std::string& where, Tokenizer& tok) {
+  if (j.is_null()) return;
+  std::string type = type_of(j, where);
+  if (type == "Sequence") {
+    const json& list = require(j, "processors", where);
+    if (!list.is_array()) throw Error(where + ".processors", "expected an array");
+    for (size_t i = 0; i < list.size(); ++i)
+      post_processor(list[i], where + ".processors[" + std::to_string(i) + "]", tok);
+    return;
+  }
+  if (type != "TemplateProcessing") return;
+  const json& single = require(j, "single", where);
+  if (!single.is_array()) throw Error(where + ".single", "expected an array");
+  bool seen_sequence = false;
+  for (size_t i = 0; i < single.size(); ++i) {
+    std::string field = where + ".single[" + std::to_string(i) + "]";
+    const json& item = single[i];
+    if (item.is_object() && item.contains("Sequence")) {
+      seen_sequence = true;
+    } else if (item.is_object() && item.contains("SpecialToken")) {
+      std::string name = require_string(item["SpecialToken"], "id", field + ".SpecialToken");
+      int id = tok.token_to_id(name);
+      if (id < 0) throw Error(field, "special token \"" + name + "\" is not in the vocab");
+      (seen_sequence ? tok.special_suffix_ : tok.special_prefix_).push_back(id);
+    } else {
+      throw Error(field, "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}");
+    }
+  }
+}
+
 Tokenizer TokenizerJsonLoader::load(std::string_view text, const std::string& where,
                                     TokenizerConfig config) {
   json root;
@@ -219,6 +252,8 @@ Tokenizer TokenizerJsonLoader::load(std::string_view text, const std::string& wh
     if (!tok.pre_tokenizer_->byte_level())
       throw Error(where + ": pre_tokenizer", "no ByteLevel step: only byte-level BPE is supported");
     if (root.contains("decoder")) decoder(root["decoder"], where + ": decoder");
+    if (root.contains("post_processor"))
+      post_processor(root["post_processor"], where + ": post_processor", tok);
   } catch (const json::exception& e) {
     // Type mismatches that the checks above did not anticipate still name the file.
     throw Error(where, std::string("malformed field: ") + e.what());

@@ -8,4 +8,5 @@ void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_tokenizer(CLI::App& app);
+void register_grad(CLI::App& app);
 }  // namespace whale::cli

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   whale::cli::register_logits(app);
   whale::cli::register_inspect(app);
   whale::cli::register_tokenizer(app);
+  whale::cli::register_grad(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

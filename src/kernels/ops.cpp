@@ -133,3 +133,61 @@ void copy_row(const Tensor& t, int64_t row, float* out) {
 }
 
 }  // namespace whale
+
+namespace whale {
+
+void linear_backward(const float* x, int64_t M, const Tensor& W, const float* dy, float* dx, bool accumulate_dx,
+                     float* dW) {
+  const int64_t N = W.rows(), K = W.cols();
+  if (M == 0) return;
+  if (dx)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(K), int(N), 1.0f, dy, int(N), W.f32(), int(K),
+                accumulate_dx ? 1.0f : 0.0f, dx, int(K));
+  if (dW)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(N), int(K), int(M), 1.0f, dy, int(N), x, int(K), 1.0f, dW,
+                int(K));
+}
+
+void rmsnorm_save(const float* x, const float* weight, float* y, float* inv_rms, int64_t M, int64_t n, float eps) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * n;
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
+    const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+    inv_rms[m] = inv;
+    for (int64_t i = 0; i < n; ++i) y[m * n + i] = xr[i] * inv * weight[i];
+  }
+}
+
+void rmsnorm_backward(const float* x, const float* weight, const float* inv_rms, const float* dy, float* dx,
+                      float* dweight, int64_t M, int64_t n, bool accumulate_dx) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * n;
+    const float* g = dy + m * n;
+    const float r = inv_rms[m];
+    double dot_gwx = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      dot_gwx += double(g[i]) * weight[i] * xr[i];
+      if (dweight) dweight[i] += g[i] * xr[i] * r;
+    }
+    // d/dx_i of x_i r w_i: r w_i g_i - x_i r^3 / n * sum_j g_j w_j x_j
+    const float c = float(dot_gwx * double(r) * r * r / double(n));
+    float* d = dx + m * n;
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = r * weight[i] * g[i] - xr[i] * c;
+      d[i] = accumulate_dx ? d[i] + v : v;
+    }
+  }
+}
+
+void silu_mul_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float s = 1.0f / (1.0f + std::exp(-g));
+    const float silu = g * s;
+    dup[i] = dout[i] * silu;
+    dgate[i] = dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+  }
+}
+
+}  // namespace whale

@@ -32,3 +32,21 @@ void axpy(float a, const float* x, float* y, int64_t n);
 void copy_row(const Tensor& t, int64_t row, float* out);
 
 }  // namespace whale
+
+namespace whale {
+
+// Backward of y[M, N] = x[M, K] · W[N, K]^T with F32 W: dx (+)= dy · W (dx may be null),
+// dW += dy^T · x.
+void linear_backward(const float* x, int64_t M, const Tensor& W, const float* dy, float* dx, bool accumulate_dx,
+                     float* dW);
+
+// Backward of y = rmsnorm(x) * w with saved inverse rms r (per row): dx (+)= ..., dw += ...
+void rmsnorm_backward(const float* x, const float* weight, const float* inv_rms, const float* dy, float* dx,
+                      float* dweight, int64_t M, int64_t n, bool accumulate_dx);
+// Forward that also saves the inverse rms per row.
+void rmsnorm_save(const float* x, const float* weight, float* y, float* inv_rms, int64_t M, int64_t n, float eps);
+
+// Backward of out = silu(gate) * up: dgate, dup (overwritten).
+void silu_mul_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup, int64_t n);
+
+}  // namespace whale

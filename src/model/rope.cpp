@@ -44,4 +44,14 @@ void Rope::apply(float* x, int64_t pos) const {
   }
 }
 
+void Rope::apply_backward(float* g, int64_t pos) const {
+  for (size_t i = 0; i < inv_freq.size(); ++i) {
+    const double angle = double(pos) * inv_freq[i];
+    const float cs = float(std::cos(angle) * mscale), sn = float(std::sin(angle) * mscale);
+    const float g0 = g[2 * i], g1 = g[2 * i + 1];
+    g[2 * i] = g0 * cs + g1 * sn;
+    g[2 * i + 1] = -g0 * sn + g1 * cs;
+  }
+}
+
 }  // namespace whale

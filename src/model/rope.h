@@ -16,6 +16,8 @@ struct Rope {
   // DeepSeek's checkpoints pair interleaved elements (2i, 2i+1) with frequency i: Hugging Face's
   // modeling_deepseek de-interleaves before rotate_half, which is the same rotation.
   void apply(float* x, int64_t pos) const;
+  // The transpose rotation: maps the gradient w.r.t. the rotated vector to the unrotated one.
+  void apply_backward(float* dx, int64_t pos) const;
 };
 
 }  // namespace whale

@@ -1,0 +1,605 @@
+#include "model/train_graph.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "core/error.h"
+#include "kernels/ops.h"
+#include "model/moe.h"
+
+namespace whale {
+
+// Everything one decoder layer's backward needs, for N = B * T rows.
+struct LayerActivations {
+  std::vector<float> x_in, xn1, r1;       // layer input, input_layernorm output, its inverse rms
+  std::vector<float> qa, qan, rqa;        // q LoRA: q_a_proj output, normalised, inverse rms
+  std::vector<float> q;                   // [N, heads * qk_head_dim], rope part rotated
+  std::vector<float> kvc, latent, rkv;    // compressed kv (raw), normalised latent, inverse rms
+  std::vector<float> kpe;                 // [N, rope] rotated shared key
+  std::vector<float> kv;                  // [N, heads * (nope + v)] expanded keys and values
+  std::vector<float> probs;               // [B, heads, T, T] attention probabilities
+  std::vector<float> attn;                // [N, heads * v]
+  std::vector<float> x_mid, xn2, r2;      // after attention, post_attention_layernorm output
+  std::vector<float> g, u, act;           // dense MLP (or shared experts) intermediates
+  // MoE
+  std::vector<float> scores, gate_w;      // [N, E] router scores (unbiased), [N, K] gate weights
+  std::vector<int32_t> idx;               // [N, K] chosen experts
+  std::vector<int64_t> order, offsets;    // assignments (row * K + k) grouped by expert; offsets[E + 1]
+  std::vector<float> eg, eu, eact, eout;  // per grouped assignment
+};
+
+namespace {
+
+void resize(std::vector<float>& v, int64_t n) { v.assign(size_t(n), 0.0f); }
+
+// Cross-entropy of rows of logits against targets; writes dlogits = (softmax - onehot) * scale * mask.
+double cross_entropy(float* logits, int64_t rows, int64_t V, const int32_t* targets, const float* mask,
+                     double denom, bool backward, float scale) {
+  double total = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float m = mask ? mask[r] : 1.0f;
+    float* l = logits + r * V;
+    const int32_t y = targets[r];
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < V; ++j) mx = std::max(mx, l[j]);
+    double z = 0.0;
+    for (int64_t j = 0; j < V; ++j) z += std::exp(double(l[j] - mx));
+    const double logz = std::log(z) + mx;
+    if (m != 0.0f) total += m * (logz - l[y]);
+    if (backward) {
+      const float k = float(m * scale / denom);
+      for (int64_t j = 0; j < V; ++j) l[j] = float(std::exp(double(l[j]) - logz)) * k;
+      l[y] -= k;
+    }
+  }
+  return total;
+}
+
+}  // namespace
+
+Gradients::Gradients(const ModelConfig& config) {
+  std::vector<std::pair<Tensor*, std::string>> aliases;
+  std::map<std::string, Tensor*> bound;
+  visit_weights(config, weights, [&](Tensor& t, const TensorSpec& spec) {
+    t.shape = spec.shape;
+    t.dtype = DType::F32;
+    if (spec.name == "lm_head.weight" && config.tie_word_embeddings) {
+      aliases.push_back({&t, spec.alias_of});
+      return;
+    }
+    storage.emplace_back(size_t(t.numel()), 0.0f);
+    t.data = storage.back().data();
+    bound[spec.name] = &t;
+  });
+  for (auto& [t, name] : aliases) *t = *bound.at(name);
+}
+
+void Gradients::zero() {
+  for (auto& s : storage) std::fill(s.begin(), s.end(), 0.0f);
+}
+
+TrainGraph::TrainGraph(const Model& model) : model_(model), c_(model.config), rope_(model.config) {
+  const auto check = [&](const Tensor& t, const char* what) {
+    if (!t.empty() && t.dtype != DType::F32)
+      throw Error(what, "training needs F32 master weights; load the checkpoint with keep_bf16 = false");
+  };
+  check(model.weights.lm_head, "lm_head.weight");
+  for (const auto& l : model.weights.layers) check(l.attn.o_proj, "o_proj");
+  for (int64_t i = 0; i < c_.num_hidden_layers + c_.num_nextn_predict_layers; ++i)
+    acts_.push_back(new LayerActivations());
+}
+
+TrainGraph::~TrainGraph() {
+  for (auto* a : acts_) delete a;
+}
+
+LossReport TrainGraph::forward(const TrainBatch& batch, const LossOptions& options) {
+  return run(batch, options, nullptr, 1.0f);
+}
+
+LossReport TrainGraph::forward_backward(const TrainBatch& batch, const LossOptions& options, Gradients& grads,
+                                        float grad_scale) {
+  return run(batch, options, &grads, grad_scale);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One decoder layer, forward and backward.
+
+namespace {
+
+struct LayerContext {
+  const ModelConfig& c;
+  const Rope& rope;
+  int64_t B, T;
+};
+
+void mlp_forward(const MlpWeights& w, const float* xn, int64_t N, std::vector<float>& g, std::vector<float>& u,
+                 std::vector<float>& act, float* x) {
+  const int64_t I = w.gate_proj.rows();
+  resize(g, N * I);
+  resize(u, N * I);
+  resize(act, N * I);
+  linear(xn, N, w.gate_proj, g.data());
+  linear(xn, N, w.up_proj, u.data());
+  silu_mul(g.data(), u.data(), act.data(), N * I);
+  linear_accumulate(act.data(), N, w.down_proj, x);
+}
+
+// dy: gradient of the MLP output; dxn accumulates the gradient of its input.
+void mlp_backward(const MlpWeights& w, MlpWeights* gw, const float* xn, int64_t N, const std::vector<float>& g,
+                  const std::vector<float>& u, const std::vector<float>& act, const float* dy, float* dxn) {
+  const int64_t I = w.gate_proj.rows();
+  std::vector<float> dact(size_t(N * I)), dg(size_t(N * I)), du(size_t(N * I));
+  linear_backward(act.data(), N, w.down_proj, dy, dact.data(), false, gw->down_proj.f32());
+  silu_mul_backward(g.data(), u.data(), dact.data(), dg.data(), du.data(), N * I);
+  linear_backward(xn, N, w.gate_proj, dg.data(), dxn, true, gw->gate_proj.f32());
+  linear_backward(xn, N, w.up_proj, du.data(), dxn, true, gw->up_proj.f32());
+}
+
+void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivations& a) {
+  const ModelConfig& c = ctx.c;
+  const int64_t B = ctx.B, T = ctx.T, N = B * T;
+  const int64_t heads = c.num_attention_heads, qhd = c.qk_head_dim(), nope = c.qk_nope_head_dim;
+  const int64_t rank = c.kv_lora_rank, rope = c.qk_rope_head_dim, vd = c.v_head_dim;
+  const float eps = float(c.rms_norm_eps);
+  resize(a.q, N * heads * qhd);
+  if (c.q_lora_rank > 0) {
+    resize(a.qa, N * c.q_lora_rank);
+    resize(a.qan, N * c.q_lora_rank);
+    resize(a.rqa, N);
+    linear(a.xn1.data(), N, w.attn.q_a_proj, a.qa.data());
+    rmsnorm_save(a.qa.data(), w.attn.q_a_layernorm.f32(), a.qan.data(), a.rqa.data(), N, c.q_lora_rank, eps);
+    linear(a.qan.data(), N, w.attn.q_b_proj, a.q.data());
+  } else {
+    linear(a.xn1.data(), N, w.attn.q_proj, a.q.data());
+  }
+  std::vector<float> kva(size_t(N * (rank + rope)));
+  linear(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, kva.data());
+  resize(a.kvc, N * rank);
+  resize(a.latent, N * rank);
+  resize(a.rkv, N);
+  resize(a.kpe, N * rope);
+  for (int64_t r = 0; r < N; ++r) {
+    std::memcpy(a.kvc.data() + r * rank, kva.data() + r * (rank + rope), size_t(rank) * 4);
+    std::memcpy(a.kpe.data() + r * rope, kva.data() + r * (rank + rope) + rank, size_t(rope) * 4);
+    const int64_t pos = r % T;
+    ctx.rope.apply(a.kpe.data() + r * rope, pos);
+    for (int64_t h = 0; h < heads; ++h) ctx.rope.apply(a.q.data() + (r * heads + h) * qhd + nope, pos);
+  }
+  rmsnorm_save(a.kvc.data(), w.attn.kv_a_layernorm.f32(), a.latent.data(), a.rkv.data(), N, rank, eps);
+  resize(a.kv, N * heads * (nope + vd));
+  linear(a.latent.data(), N, w.attn.kv_b_proj, a.kv.data());
+  resize(a.probs, B * heads * T * T);
+  resize(a.attn, N * heads * vd);
+  const float scale = float(c.softmax_scale());
+  const int64_t q_ld = heads * qhd, kv_ld = heads * (nope + vd), o_ld = heads * vd;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      float* P = a.probs.data() + (b * heads + h) * T * T;
+      const float* Qn = a.q.data() + b * T * q_ld + h * qhd;
+      const float* Kn = a.kv.data() + b * T * kv_ld + h * (nope + vd);
+      const float* Kp = a.kpe.data() + b * T * rope;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(nope), scale, Qn, int(q_ld), Kn,
+                  int(kv_ld), 0.0f, P, int(T));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(rope), scale, Qn + nope, int(q_ld), Kp,
+                  int(rope), 1.0f, P, int(T));
+      for (int64_t i = 0; i < T; ++i) {
+        float* row = P + i * T;
+        softmax(row, i + 1);  // causal: keys 0..i
+        std::fill(row + i + 1, row + T, 0.0f);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(vd), int(T), 1.0f, P, int(T), Kn + nope,
+                  int(kv_ld), 0.0f, a.attn.data() + b * T * o_ld + h * vd, int(o_ld));
+    }
+  }
+}
+
+// d_attn: gradient of the attention output [N, heads * v]; accumulates into dxn1.
+void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& gw, const LayerActivations& a,
+                        const float* d_attn, float* dxn1) {
+  const ModelConfig& c = ctx.c;
+  const int64_t B = ctx.B, T = ctx.T, N = B * T;
+  const int64_t heads = c.num_attention_heads, qhd = c.qk_head_dim(), nope = c.qk_nope_head_dim;
+  const int64_t rank = c.kv_lora_rank, rope = c.qk_rope_head_dim, vd = c.v_head_dim;
+  const float scale = float(c.softmax_scale());
+  const int64_t q_ld = heads * qhd, kv_ld = heads * (nope + vd), o_ld = heads * vd;
+  std::vector<float> dq(size_t(N * q_ld)), dkv(size_t(N * kv_ld)), dkpe(size_t(N * rope), 0.0f), dP(size_t(T * T));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* P = a.probs.data() + (b * heads + h) * T * T;
+      const float* dO = d_attn + b * T * o_ld + h * vd;
+      const float* Qn = a.q.data() + b * T * q_ld + h * qhd;
+      const float* Kn = a.kv.data() + b * T * kv_ld + h * (nope + vd);
+      const float* V = Kn + nope;
+      const float* Kp = a.kpe.data() + b * T * rope;
+      float* dQn = dq.data() + b * T * q_ld + h * qhd;
+      float* dKn = dkv.data() + b * T * kv_ld + h * (nope + vd);
+      // dV = P^T dO ; dP = dO V^T
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(T), int(vd), int(T), 1.0f, P, int(T), dO, int(o_ld),
+                  0.0f, dKn + nope, int(kv_ld));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(vd), 1.0f, dO, int(o_ld), V, int(kv_ld),
+                  0.0f, dP.data(), int(T));
+      // dS = P * (dP - sum_j dP_j P_j), times the softmax scale
+      for (int64_t i = 0; i < T; ++i) {
+        const float* p = P + i * T;
+        float* d = dP.data() + i * T;
+        double s = 0.0;
+        for (int64_t j = 0; j <= i; ++j) s += double(d[j]) * p[j];
+        for (int64_t j = 0; j < T; ++j) d[j] = j <= i ? float(p[j] * (d[j] - s)) * scale : 0.0f;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(nope), int(T), 1.0f, dP.data(), int(T), Kn,
+                  int(kv_ld), 0.0f, dQn, int(q_ld));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(rope), int(T), 1.0f, dP.data(), int(T), Kp,
+                  int(rope), 0.0f, dQn + nope, int(q_ld));
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(T), int(nope), int(T), 1.0f, dP.data(), int(T), Qn,
+                  int(q_ld), 0.0f, dKn, int(kv_ld));
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(T), int(rope), int(T), 1.0f, dP.data(), int(T),
+                  Qn + nope, int(q_ld), 1.0f, dkpe.data() + b * T * rope, int(rope));
+    }
+  }
+  // Undo the rotations: gradients w.r.t. the unrotated q_pe and k_pe.
+  for (int64_t r = 0; r < N; ++r) {
+    const int64_t pos = r % T;
+    ctx.rope.apply_backward(dkpe.data() + r * rope, pos);
+    for (int64_t h = 0; h < heads; ++h) ctx.rope.apply_backward(dq.data() + (r * heads + h) * qhd + nope, pos);
+  }
+  // kv = latent kv_b^T ; latent = rmsnorm(kvc)
+  std::vector<float> dlatent(size_t(N * rank)), dkva(size_t(N * (rank + rope))), dkvc(size_t(N * rank));
+  linear_backward(a.latent.data(), N, w.attn.kv_b_proj, dkv.data(), dlatent.data(), false, gw.attn.kv_b_proj.f32());
+  rmsnorm_backward(a.kvc.data(), w.attn.kv_a_layernorm.f32(), a.rkv.data(), dlatent.data(), dkvc.data(),
+                   gw.attn.kv_a_layernorm.f32(), N, rank, false);
+  for (int64_t r = 0; r < N; ++r) {
+    std::memcpy(dkva.data() + r * (rank + rope), dkvc.data() + r * rank, size_t(rank) * 4);
+    std::memcpy(dkva.data() + r * (rank + rope) + rank, dkpe.data() + r * rope, size_t(rope) * 4);
+  }
+  linear_backward(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, dkva.data(), dxn1, true,
+                  gw.attn.kv_a_proj_with_mqa.f32());
+  if (c.q_lora_rank > 0) {
+    std::vector<float> dqan(size_t(N * c.q_lora_rank)), dqa(size_t(N * c.q_lora_rank));
+    linear_backward(a.qan.data(), N, w.attn.q_b_proj, dq.data(), dqan.data(), false, gw.attn.q_b_proj.f32());
+    rmsnorm_backward(a.qa.data(), w.attn.q_a_layernorm.f32(), a.rqa.data(), dqan.data(), dqa.data(),
+                     gw.attn.q_a_layernorm.f32(), N, c.q_lora_rank, false);
+    linear_backward(a.xn1.data(), N, w.attn.q_a_proj, dqa.data(), dxn1, true, gw.attn.q_a_proj.f32());
+  } else {
+    linear_backward(a.xn1.data(), N, w.attn.q_proj, dq.data(), dxn1, true, gw.attn.q_proj.f32());
+  }
+}
+
+void moe_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivations& a, float* x,
+                 std::vector<int64_t>& load) {
+  const ModelConfig& c = ctx.c;
+  const int64_t N = ctx.B * ctx.T, E = c.n_routed_experts, K = c.num_experts_per_tok, H = c.hidden_size;
+  const int64_t I = c.moe_intermediate_size;
+  std::vector<float> logits(size_t(N * E));
+  linear(a.xn2.data(), N, w.moe.gate, logits.data());
+  resize(a.scores, N * E);
+  for (int64_t r = 0; r < N; ++r) {
+    float* s = a.scores.data() + r * E;
+    const float* l = logits.data() + r * E;
+    if (c.scoring_func == ScoringFunc::Sigmoid) {
+      for (int64_t e = 0; e < E; ++e) s[e] = 1.0f / (1.0f + std::exp(-l[e]));
+    } else {
+      std::copy(l, l + E, s);
+      softmax(s, E);
+    }
+  }
+  a.idx.assign(size_t(N * K), 0);
+  resize(a.gate_w, N * K);
+  route_tokens(c, logits.data(), w.moe.e_score_correction_bias.empty() ? nullptr : w.moe.e_score_correction_bias.f32(),
+               N, a.idx.data(), a.gate_w.data());
+  a.offsets.assign(size_t(E + 1), 0);
+  for (int64_t j = 0; j < N * K; ++j) a.offsets[size_t(a.idx[size_t(j)] + 1)]++;
+  for (int64_t e = 0; e < E; ++e) a.offsets[size_t(e + 1)] += a.offsets[size_t(e)];
+  a.order.assign(size_t(N * K), 0);
+  std::vector<int64_t> fill(a.offsets.begin(), a.offsets.end() - 1);
+  for (int64_t j = 0; j < N * K; ++j) a.order[size_t(fill[size_t(a.idx[size_t(j)])]++)] = j;
+  resize(a.eg, N * K * I);
+  resize(a.eu, N * K * I);
+  resize(a.eact, N * K * I);
+  resize(a.eout, N * K * H);
+  std::vector<float> xe(size_t(N * K * H));
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t lo = a.offsets[size_t(e)], n = a.offsets[size_t(e + 1)] - lo;
+    load[size_t(e)] += n;
+    if (n == 0) continue;
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t row = a.order[size_t(lo + j)] / K;
+      std::memcpy(xe.data() + j * H, a.xn2.data() + row * H, size_t(H) * 4);
+    }
+    const MlpWeights& ex = w.moe.experts[size_t(e)];
+    linear(xe.data(), n, ex.gate_proj, a.eg.data() + lo * I);
+    linear(xe.data(), n, ex.up_proj, a.eu.data() + lo * I);
+    silu_mul(a.eg.data() + lo * I, a.eu.data() + lo * I, a.eact.data() + lo * I, n * I);
+    linear(a.eact.data() + lo * I, n, ex.down_proj, a.eout.data() + lo * H);
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t asg = a.order[size_t(lo + j)];
+      axpy(a.gate_w[size_t(asg)], a.eout.data() + (lo + j) * H, x + (asg / K) * H, H);
+    }
+  }
+  if (c.n_shared_experts > 0) mlp_forward(w.moe.shared, a.xn2.data(), N, a.g, a.u, a.act, x);
+}
+
+// Complementary sequence-wise balance loss (DeepSeek-V3 eq. 17-20) of one layer, averaged over
+// the B sequences. With grad != null, adds alpha * dL/ds to grad [N, E].
+double balance_loss(const LayerContext& ctx, const LayerActivations& a, double alpha, float* grad) {
+  const ModelConfig& c = ctx.c;
+  const int64_t B = ctx.B, T = ctx.T, E = c.n_routed_experts, K = c.num_experts_per_tok;
+  double total = 0.0;
+  std::vector<double> f(static_cast<size_t>(E)), P(static_cast<size_t>(E));
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(f.begin(), f.end(), 0.0);
+    std::fill(P.begin(), P.end(), 0.0);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t r = b * T + t;
+      for (int64_t k = 0; k < K; ++k) f[size_t(a.idx[size_t(r * K + k)])] += double(E) / double(K * T);
+      const float* s = a.scores.data() + r * E;
+      double sum = 0.0;
+      for (int64_t e = 0; e < E; ++e) sum += s[e];
+      for (int64_t e = 0; e < E; ++e) P[size_t(e)] += s[e] / sum / double(T);
+    }
+    double l = 0.0;
+    for (int64_t e = 0; e < E; ++e) l += f[size_t(e)] * P[size_t(e)];
+    total += l / double(B);
+    if (!grad) continue;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t r = b * T + t;
+      const float* s = a.scores.data() + r * E;
+      double sum = 0.0, gs = 0.0;
+      for (int64_t e = 0; e < E; ++e) sum += s[e];
+      // dL/ds'_e = alpha f_e / (T B); s'_e = s_e / sum: ds_e = (g_e - sum_j g_j s'_j) / sum
+      for (int64_t e = 0; e < E; ++e) gs += f[size_t(e)] * s[e] / sum;
+      for (int64_t e = 0; e < E; ++e)
+        grad[r * E + e] += float(alpha / double(T * B) * (f[size_t(e)] - gs) / sum);
+    }
+  }
+  return total;
+}
+
+void moe_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& gw, const LayerActivations& a,
+                  const float* dy, float* dxn2, double balance_alpha) {
+  const ModelConfig& c = ctx.c;
+  const int64_t N = ctx.B * ctx.T, E = c.n_routed_experts, K = c.num_experts_per_tok, H = c.hidden_size;
+  const int64_t I = c.moe_intermediate_size;
+  std::vector<float> dgate_w(size_t(N * K), 0.0f);
+  std::vector<float> xe(size_t(N * K * H)), dye(size_t(N * K * H)), dxe(size_t(N * K * H));
+  std::vector<float> dact(size_t(N * K * I)), dg(size_t(N * K * I)), du(size_t(N * K * I));
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t lo = a.offsets[size_t(e)], n = a.offsets[size_t(e + 1)] - lo;
+    if (n == 0) continue;
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t asg = a.order[size_t(lo + j)], row = asg / K;
+      std::memcpy(xe.data() + j * H, a.xn2.data() + row * H, size_t(H) * 4);
+      const float* d = dy + row * H;
+      const float gwt = a.gate_w[size_t(asg)];
+      for (int64_t i = 0; i < H; ++i) dye[size_t(j * H + i)] = gwt * d[i];
+      dgate_w[size_t(asg)] = dot(d, a.eout.data() + (lo + j) * H, H);
+    }
+    const MlpWeights& ex = w.moe.experts[size_t(e)];
+    MlpWeights& gx = gw.moe.experts[size_t(e)];
+    linear_backward(a.eact.data() + lo * I, n, ex.down_proj, dye.data(), dact.data(), false, gx.down_proj.f32());
+    silu_mul_backward(a.eg.data() + lo * I, a.eu.data() + lo * I, dact.data(), dg.data(), du.data(), n * I);
+    linear_backward(xe.data(), n, ex.gate_proj, dg.data(), dxe.data(), false, gx.gate_proj.f32());
+    linear_backward(xe.data(), n, ex.up_proj, du.data(), dxe.data(), true, gx.up_proj.f32());
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t row = a.order[size_t(lo + j)] / K;
+      axpy(1.0f, dxe.data() + j * H, dxn2 + row * H, H);
+    }
+  }
+  // Router: gate weights w_k = c * s_k / D (normalised) or c * s_k, D = sum of chosen s + 1e-20.
+  std::vector<float> dscores(size_t(N * E), 0.0f);
+  const double scaling = c.routed_scaling_factor;
+  const bool normalise = K > 1 && c.norm_topk_prob;
+  for (int64_t r = 0; r < N; ++r) {
+    const float* s = a.scores.data() + r * E;
+    const int32_t* idx = a.idx.data() + r * K;
+    const float* dw = dgate_w.data() + r * K;
+    float* ds = dscores.data() + r * E;
+    if (normalise) {
+      double D = 1e-20, cross = 0.0;
+      for (int64_t k = 0; k < K; ++k) D += s[idx[k]];
+      for (int64_t k = 0; k < K; ++k) cross += double(dw[k]) * s[idx[k]];
+      for (int64_t k = 0; k < K; ++k) ds[idx[k]] += float(scaling * (dw[k] / D - cross / (D * D)));
+    } else {
+      for (int64_t k = 0; k < K; ++k) ds[idx[k]] += float(scaling * dw[k]);
+    }
+  }
+  if (balance_alpha > 0) balance_loss(ctx, a, balance_alpha, dscores.data());
+  std::vector<float> dlogits(size_t(N * E));
+  for (int64_t r = 0; r < N; ++r) {
+    const float* s = a.scores.data() + r * E;
+    const float* ds = dscores.data() + r * E;
+    float* dl = dlogits.data() + r * E;
+    if (c.scoring_func == ScoringFunc::Sigmoid) {
+      for (int64_t e = 0; e < E; ++e) dl[e] = ds[e] * s[e] * (1.0f - s[e]);
+    } else {
+      double dotp = 0.0;
+      for (int64_t e = 0; e < E; ++e) dotp += double(ds[e]) * s[e];
+      for (int64_t e = 0; e < E; ++e) dl[e] = float(s[e] * (ds[e] - dotp));
+    }
+  }
+  linear_backward(a.xn2.data(), N, w.moe.gate, dlogits.data(), dxn2, true, gw.moe.gate.f32());
+  if (c.n_shared_experts > 0)
+    mlp_backward(w.moe.shared, &gw.moe.shared, a.xn2.data(), N, a.g, a.u, a.act, dy, dxn2);
+}
+
+// x [N, H]: layer input, replaced by the layer output.
+void layer_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivations& a, float* x,
+                   std::vector<int64_t>& load) {
+  const ModelConfig& c = ctx.c;
+  const int64_t N = ctx.B * ctx.T, H = c.hidden_size;
+  const float eps = float(c.rms_norm_eps);
+  a.x_in.assign(x, x + N * H);
+  resize(a.xn1, N * H);
+  resize(a.r1, N);
+  rmsnorm_save(x, w.input_layernorm.f32(), a.xn1.data(), a.r1.data(), N, H, eps);
+  attention_forward(ctx, w, a);
+  linear_accumulate(a.attn.data(), N, w.attn.o_proj, x);
+  a.x_mid.assign(x, x + N * H);
+  resize(a.xn2, N * H);
+  resize(a.r2, N);
+  rmsnorm_save(x, w.post_attention_layernorm.f32(), a.xn2.data(), a.r2.data(), N, H, eps);
+  if (w.is_moe) {
+    moe_forward(ctx, w, a, x, load);
+  } else {
+    mlp_forward(w.mlp, a.xn2.data(), N, a.g, a.u, a.act, x);
+  }
+}
+
+// dx [N, H]: gradient of the layer output, replaced by the gradient of the layer input.
+void layer_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& gw, const LayerActivations& a,
+                    float* dx, double balance_alpha) {
+  const ModelConfig& c = ctx.c;
+  const int64_t N = ctx.B * ctx.T, H = c.hidden_size;
+  std::vector<float> dxn(size_t(N * H), 0.0f);
+  if (w.is_moe) {
+    moe_backward(ctx, w, gw, a, dx, dxn.data(), balance_alpha);
+  } else {
+    mlp_backward(w.mlp, &gw.mlp, a.xn2.data(), N, a.g, a.u, a.act, dx, dxn.data());
+  }
+  rmsnorm_backward(a.x_mid.data(), w.post_attention_layernorm.f32(), a.r2.data(), dxn.data(), dx,
+                   gw.post_attention_layernorm.f32(), N, H, true);
+  std::vector<float> dattn(size_t(N * c.num_attention_heads * c.v_head_dim));
+  linear_backward(a.attn.data(), N, w.attn.o_proj, dx, dattn.data(), false, gw.attn.o_proj.f32());
+  std::fill(dxn.begin(), dxn.end(), 0.0f);
+  attention_backward(ctx, w, gw, a, dattn.data(), dxn.data());
+  rmsnorm_backward(a.x_in.data(), w.input_layernorm.f32(), a.r1.data(), dxn.data(), dx, gw.input_layernorm.f32(), N,
+                   H, true);
+}
+
+}  // namespace
+
+LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, Gradients* grads, float grad_scale) {
+  const ModelConfig& c = c_;
+  const ModelWeights& w = model_.weights;
+  const int64_t B = batch.B, T = batch.T, N = B * T, H = c.hidden_size, V = c.vocab_size;
+  if (B <= 0 || T <= 0) throw Error("batch", "needs at least one sequence of at least 2 tokens");
+  for (int64_t i = 0; i < B * (T + 1); ++i)
+    if (batch.tokens[i] < 0 || batch.tokens[i] >= V)
+      throw Error("tokens", "id " + std::to_string(batch.tokens[i]) + " is outside the vocabulary [0, " +
+                                std::to_string(V) + ")");
+  auto tok = [&](int64_t b, int64_t t) { return batch.tokens[b * (T + 1) + t]; };
+  const float eps = float(c.rms_norm_eps);
+  const bool backward = grads != nullptr;
+  LossReport rep;
+  const int64_t slots = c.num_hidden_layers + c.num_nextn_predict_layers;
+  rep.expert_load.assign(size_t(slots), std::vector<int64_t>(size_t(c.n_routed_experts), 0));
+  LayerContext ctx{c, rope_, B, T};
+
+  std::vector<float> x(size_t(N * H));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) copy_row(w.embed_tokens, tok(b, t), x.data() + (b * T + t) * H);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    layer_forward(ctx, w.layers[size_t(l)], *acts_[size_t(l)], x.data(), rep.expert_load[size_t(l)]);
+  const std::vector<float> h_final = x;  // pre-norm: the MTP module's input (DeepSeek-V3 eq. 21)
+
+  // Main head: mean cross-entropy of next-token prediction.
+  std::vector<float> hf(size_t(N * H)), rf(static_cast<size_t>(N)), logits(size_t(N * V));
+  rmsnorm_save(h_final.data(), w.norm.f32(), hf.data(), rf.data(), N, H, eps);
+  linear(hf.data(), N, w.lm_head, logits.data());
+  std::vector<int32_t> targets(static_cast<size_t>(N));
+  double denom = 0.0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      targets[size_t(b * T + t)] = tok(b, t + 1);
+      denom += batch.loss_mask ? batch.loss_mask[b * T + t] : 1.0;
+    }
+  if (denom <= 0) throw Error("loss_mask", "masks out every target; nothing to learn from");
+  rep.main_targets = int64_t(denom);
+  rep.main_loss = cross_entropy(logits.data(), N, V, targets.data(), batch.loss_mask, denom, backward, grad_scale) / denom;
+
+  if (options.balance_alpha > 0)
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+      if (w.layers[size_t(l)].is_moe) rep.balance_loss += balance_loss(ctx, *acts_[size_t(l)], 1.0, nullptr);
+
+  // MTP: row (b, i) combines h_i with the embedding of token i+1 and predicts token i+2.
+  const bool mtp = options.mtp_lambda > 0 && c.num_nextn_predict_layers > 0 && T >= 2;
+  const int64_t Tm = T - 1, Nm = B * Tm;
+  LayerContext mctx{c, rope_, B, Tm};
+  std::vector<float> e_raw, e_n, e_r, h_rows, h_n, h_r, cat, xm, hm, hm_r, mlogits;
+  std::vector<int32_t> mtargets;
+  double mdenom = 0.0;
+  if (mtp) {
+    const LayerWeights& m = w.mtp[0];
+    e_raw.resize(size_t(Nm * H));
+    e_n.resize(size_t(Nm * H));
+    e_r.resize(static_cast<size_t>(Nm));
+    h_n.resize(size_t(Nm * H));
+    h_r.resize(static_cast<size_t>(Nm));
+    cat.resize(size_t(Nm * 2 * H));
+    h_rows.resize(size_t(Nm * H));
+    mtargets.resize(static_cast<size_t>(Nm));
+    std::vector<float> mmask(static_cast<size_t>(Nm));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < Tm; ++i) {
+        const int64_t r = b * Tm + i;
+        copy_row(m.embed_tokens, tok(b, i + 1), e_raw.data() + r * H);
+        std::memcpy(h_rows.data() + r * H, h_final.data() + (b * T + i) * H, size_t(H) * 4);
+        mtargets[size_t(r)] = tok(b, i + 2);
+        mmask[size_t(r)] = batch.loss_mask ? batch.loss_mask[b * T + i + 1] : 1.0f;
+        mdenom += mmask[size_t(r)];
+      }
+    rmsnorm_save(e_raw.data(), m.enorm.f32(), e_n.data(), e_r.data(), Nm, H, eps);
+    rmsnorm_save(h_rows.data(), m.hnorm.f32(), h_n.data(), h_r.data(), Nm, H, eps);
+    for (int64_t r = 0; r < Nm; ++r) {
+      std::memcpy(cat.data() + r * 2 * H, e_n.data() + r * H, size_t(H) * 4);
+      std::memcpy(cat.data() + r * 2 * H + H, h_n.data() + r * H, size_t(H) * 4);
+    }
+    xm.resize(size_t(Nm * H));
+    linear(cat.data(), Nm, m.eh_proj, xm.data());
+    layer_forward(mctx, m, *acts_[size_t(c.num_hidden_layers)], xm.data(), rep.expert_load[size_t(c.num_hidden_layers)]);
+    hm.resize(size_t(Nm * H));
+    hm_r.resize(static_cast<size_t>(Nm));
+    rmsnorm_save(xm.data(), m.shared_head_norm.f32(), hm.data(), hm_r.data(), Nm, H, eps);
+    mlogits.resize(size_t(Nm * V));
+    linear(hm.data(), Nm, m.shared_head_head, mlogits.data());
+    if (mdenom > 0) {
+      rep.mtp_targets = int64_t(mdenom);
+      rep.mtp_loss = cross_entropy(mlogits.data(), Nm, V, mtargets.data(), mmask.data(), mdenom, backward,
+                                   float(grad_scale * options.mtp_lambda)) / mdenom;
+    }
+  }
+  rep.loss = rep.main_loss + (mtp ? options.mtp_lambda * rep.mtp_loss : 0.0) + options.balance_alpha * rep.balance_loss;
+  if (!backward) return rep;
+
+  Gradients& g = *grads;
+  std::vector<float> dx(size_t(N * H), 0.0f), dhf(size_t(N * H));
+  linear_backward(hf.data(), N, w.lm_head, logits.data(), dhf.data(), false, g.weights.lm_head.f32());
+  rmsnorm_backward(h_final.data(), w.norm.f32(), rf.data(), dhf.data(), dx.data(), g.weights.norm.f32(), N, H, false);
+  if (mtp && mdenom > 0) {
+    const LayerWeights& m = w.mtp[0];
+    LayerWeights& gm = g.weights.mtp[0];
+    std::vector<float> dhm(size_t(Nm * H)), dxm(size_t(Nm * H), 0.0f), dcat(size_t(Nm * 2 * H));
+    linear_backward(hm.data(), Nm, m.shared_head_head, mlogits.data(), dhm.data(), false, gm.shared_head_head.f32());
+    rmsnorm_backward(xm.data(), m.shared_head_norm.f32(), hm_r.data(), dhm.data(), dxm.data(),
+                     gm.shared_head_norm.f32(), Nm, H, false);
+    layer_backward(mctx, m, gm, *acts_[size_t(c.num_hidden_layers)], dxm.data(), 0.0);
+    linear_backward(cat.data(), Nm, m.eh_proj, dxm.data(), dcat.data(), false, gm.eh_proj.f32());
+    std::vector<float> de(size_t(Nm * H)), dh(size_t(Nm * H)), dhr(size_t(Nm * H));
+    for (int64_t r = 0; r < Nm; ++r) {
+      std::memcpy(de.data() + r * H, dcat.data() + r * 2 * H, size_t(H) * 4);
+      std::memcpy(dh.data() + r * H, dcat.data() + r * 2 * H + H, size_t(H) * 4);
+    }
+    std::vector<float> dembed(size_t(Nm * H));
+    rmsnorm_backward(e_raw.data(), m.enorm.f32(), e_r.data(), de.data(), dembed.data(), gm.enorm.f32(), Nm, H, false);
+    rmsnorm_backward(h_rows.data(), m.hnorm.f32(), h_r.data(), dh.data(), dhr.data(), gm.hnorm.f32(), Nm, H, false);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < Tm; ++i) {
+        const int64_t r = b * Tm + i;
+        axpy(1.0f, dembed.data() + r * H, gm.embed_tokens.f32() + int64_t(tok(b, i + 1)) * H, H);
+        axpy(1.0f, dhr.data() + r * H, dx.data() + (b * T + i) * H, H);
+      }
+  }
+  for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l)
+    layer_backward(ctx, w.layers[size_t(l)], g.weights.layers[size_t(l)], *acts_[size_t(l)], dx.data(),
+                   options.balance_alpha * grad_scale);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      axpy(1.0f, dx.data() + (b * T + t) * H, g.weights.embed_tokens.f32() + int64_t(tok(b, t)) * H, H);
+  return rep;
+}
+
+}  // namespace whale

@@ -1,0 +1,62 @@
+// Training forward and hand-written backward of the whole architecture (llm.c's model:
+// explicit per-layer forward and backward, activations kept for the backward, no autograd).
+// Inference (src/model/transformer) keeps its own cache-based forward; tests check the two
+// give the same loss.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "model/rope.h"
+
+namespace whale {
+
+// B sequences of T + 1 tokens each (row-major [B, T + 1]). The main head predicts token t + 1
+// at positions 0..T-1; the MTP head predicts token t + 2 at positions 0..T-2.
+struct TrainBatch {
+  int64_t B = 0, T = 0;
+  const int32_t* tokens = nullptr;
+  const float* loss_mask = nullptr;  // optional [B, T]: weight of the target at position t (SFT masks)
+};
+
+struct LossOptions {
+  double mtp_lambda = 0.0;     // weight of the MTP loss (DeepSeek-V3 eq. 25)
+  double balance_alpha = 0.0;  // weight of the complementary sequence-wise balance loss (eq. 17-20)
+};
+
+struct LossReport {
+  double loss = 0, main_loss = 0, mtp_loss = 0, balance_loss = 0;
+  int64_t main_targets = 0, mtp_targets = 0;
+  std::vector<std::vector<int64_t>> expert_load;  // per decoder layer slot: tokens per routed expert
+};
+
+// Gradients with the model's own tensor layout (owned F32 buffers, zeroed on construction).
+struct Gradients {
+  ModelWeights weights;  // same visit order and names as the model
+  std::vector<std::vector<float>> storage;
+  explicit Gradients(const ModelConfig& config);
+  void zero();
+};
+
+struct LayerActivations;  // defined in train_graph.cpp
+
+class TrainGraph {
+ public:
+  explicit TrainGraph(const Model& model);
+  ~TrainGraph();
+  // Forward only (loss and load statistics).
+  LossReport forward(const TrainBatch& batch, const LossOptions& options);
+  // Forward and backward; gradients are accumulated into grads (scaled by grad_scale,
+  // e.g. 1 / accumulation_steps).
+  LossReport forward_backward(const TrainBatch& batch, const LossOptions& options, Gradients& grads,
+                              float grad_scale = 1.0f);
+
+ private:
+  LossReport run(const TrainBatch& batch, const LossOptions& options, Gradients* grads, float grad_scale);
+  const Model& model_;
+  const ModelConfig& c_;
+  Rope rope_;
+  std::vector<LayerActivations*> acts_;  // num_hidden_layers + MTP layers
+};
+
+}  // namespace whale

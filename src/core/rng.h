@@ -28,6 +28,13 @@ class Rng {
     s_[3] = rotl(s_[3], 45);
     return result;
   }
+  // The full generator state, for checkpoints (resuming continues the same stream).
+  void get_state(uint64_t out[4]) const {
+    for (int i = 0; i < 4; ++i) out[i] = s_[i];
+  }
+  void set_state(const uint64_t in[4]) {
+    for (int i = 0; i < 4; ++i) s_[i] = in[i];
+  }
   // Uniform in [0, 1) with 53 random bits.
   double uniform() { return double(next() >> 11) * (1.0 / 9007199254740992.0); }
   // Standard normal by Box-Muller (one value per call; simple and reproducible).

@@ -1,6 +1,8 @@
 #include "tokenizer/bpe.h"
 
 #include <algorithm>
+#include <bit>
+#include <limits>
 
 #include "core/error.h"
 #include "tokenizer/byte_level.h"
@@ -18,7 +20,10 @@ BpeModel::BpeModel(TokenIds vocab, const std::vector<std::pair<std::string, std:
   id_to_token_.resize(size_t(max_id + 1));
   for (auto& [token, id] : vocab_) id_to_token_[size_t(id)] = token;
 
-  merges_.reserve(merges.size());
+  size_t capacity = 16;
+  while (capacity < merges.size() * 2) capacity *= 2;  // load factor <= 1/2
+  merge_table_.assign(capacity, MergeSlot{});
+  merge_shift_ = 64 - std::countr_zero(capacity);
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& [a, b] = merges[rank];
     std::string field = where + ".merges[" + std::to_string(rank) + "]";
@@ -27,7 +32,12 @@ BpeModel::BpeModel(TokenIds vocab, const std::vector<std::pair<std::string, std:
     if (ib < 0) throw Error(field, "merge part \"" + b + "\" is not in the vocab");
     if (ir < 0) throw Error(field, "merge result \"" + a + b + "\" is not in the vocab");
     // The first occurrence of a duplicated pair keeps its (lower) rank, as in transformers.js.
-    merges_.emplace(pair_key(ia, ib), Merge{int(rank), ir});
+    if (find_merge(ia, ib)) continue;
+    uint64_t key = pair_key(ia, ib);
+    size_t i = (key * 0x9E3779B97F4A7C15ull) >> merge_shift_;
+    while (merge_table_[i].key != kEmpty) i = (i + 1) & (capacity - 1);
+    merge_table_[i] = {key, int(rank), ir};
+    ++merge_count_;
   }
   const auto& alphabet = byte_to_unicode();
   for (int b = 0; b < 256; ++b) byte_ids_[size_t(b)] = token_to_id(alphabet[size_t(b)]);
@@ -80,6 +90,7 @@ void BpeModel::encode_word(std::string_view bytes, bool prefix_space, std::vecto
 // order of transformers.js (score = rank + position/length) and of Hugging Face tokenizers.
 void BpeModel::merge(std::vector<int>& ids, BpeScratch& scratch) const {
   if (ids.size() < 2) return;
+  if (ids.size() <= 48) return merge_short(ids, scratch);
   auto& sym = scratch.symbols;
   auto& heap = scratch.heap;
   sym.resize(ids.size());
@@ -92,9 +103,9 @@ void BpeModel::merge(std::vector<int>& ids, BpeScratch& scratch) const {
   auto push = [&](int left) {
     int right = sym[size_t(left)].next;
     if (right < 0) return;
-    auto it = merges_.find(pair_key(sym[size_t(left)].id, sym[size_t(right)].id));
-    if (it == merges_.end()) return;
-    heap.push_back({it->second.rank, sym[size_t(left)].position, left, right,
+    const MergeSlot* m = find_merge(sym[size_t(left)].id, sym[size_t(right)].id);
+    if (!m) return;
+    heap.push_back({m->rank, sym[size_t(left)].position, left, right,
                     sym[size_t(left)].id, sym[size_t(right)].id});
     std::push_heap(heap.begin(), heap.end(), later);
   };
@@ -106,7 +117,7 @@ void BpeModel::merge(std::vector<int>& ids, BpeScratch& scratch) const {
     auto& l = sym[size_t(c.left)];
     if (l.id != c.left_id || l.next != c.right || sym[size_t(c.right)].id != c.right_id) continue;
     auto& r = sym[size_t(c.right)];
-    l.id = merges_.at(pair_key(c.left_id, c.right_id)).result;
+    l.id = find_merge(c.left_id, c.right_id)->result;
     l.next = r.next;
     if (r.next >= 0) sym[size_t(r.next)].prev = c.left;
     r.id = -1;  // dead: any queued entry naming it is now stale
@@ -116,6 +127,31 @@ void BpeModel::merge(std::vector<int>& ids, BpeScratch& scratch) const {
   }
   ids.clear();
   for (int i = 0; i >= 0; i = sym[size_t(i)].next) ids.push_back(sym[size_t(i)].id);
+}
+
+// The same order for short words without a heap: keep each adjacent pair's rank, merge the
+// leftmost lowest rank, refresh the two ranks next to it. O(n^2) but n is small, and it beats
+// the heap's bookkeeping on typical pre-tokens (a few bytes).
+void BpeModel::merge_short(std::vector<int>& ids, BpeScratch& scratch) const {
+  constexpr int kNone = std::numeric_limits<int>::max();
+  auto rank_of = [&](size_t i) {
+    const MergeSlot* m = find_merge(ids[i], ids[i + 1]);
+    return m ? m->rank : kNone;
+  };
+  auto& ranks = scratch.ranks;
+  ranks.resize(ids.size() - 1);
+  for (size_t i = 0; i + 1 < ids.size(); ++i) ranks[i] = rank_of(i);
+  while (!ranks.empty()) {
+    size_t best = 0;
+    for (size_t i = 1; i < ranks.size(); ++i)
+      if (ranks[i] < ranks[best]) best = i;
+    if (ranks[best] == kNone) break;
+    ids[best] = find_merge(ids[best], ids[best + 1])->result;
+    ids.erase(ids.begin() + long(best) + 1);
+    ranks.erase(ranks.begin() + long(best));
+    if (best < ranks.size()) ranks[best] = rank_of(best);
+    if (best > 0) ranks[best - 1] = rank_of(best - 1);
+  }
 }
 
 }  // namespace whale::tokenizer

@@ -32,6 +32,7 @@ struct BpeScratch {
   };
   std::vector<Symbol> symbols;
   std::vector<Candidate> heap;
+  std::vector<int> ranks;  // rank of each adjacent pair, for the short-word path
   // Pre-token bytes -> ids. Cleared when it grows past a bound so memory stays flat.
   std::unordered_map<std::string, std::vector<int>, StringHash, std::equal_to<>> cache;
   std::string key;
@@ -53,19 +54,35 @@ class BpeModel {
   // Empty string for ids with no vocab entry.
   const std::string& id_to_token(int id) const;
   size_t vocab_entries() const { return vocab_.size(); }
-  size_t merge_count() const { return merges_.size(); }
+  size_t merge_count() const { return merge_count_; }
   int max_id() const { return int(id_to_token_.size()) - 1; }
 
  private:
   void merge(std::vector<int>& ids, BpeScratch& scratch) const;
+  void merge_short(std::vector<int>& ids, BpeScratch& scratch) const;
   static uint64_t pair_key(int a, int b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
 
   TokenIds vocab_;
   std::vector<std::string> id_to_token_;
-  struct Merge {
-    int rank, result;
+  // Open-addressing table from pair_key to (rank, result): the merge loop's hot lookup, where
+  // std::unordered_map's node chasing cost a third of the encode time.
+  struct MergeSlot {
+    uint64_t key = kEmpty;
+    int rank = 0, result = 0;
   };
-  std::unordered_map<uint64_t, Merge> merges_;
+  static constexpr uint64_t kEmpty = ~uint64_t(0);
+  const MergeSlot* find_merge(int a, int b) const {
+    uint64_t key = pair_key(a, b);
+    size_t mask = merge_table_.size() - 1;
+    for (size_t i = (key * 0x9E3779B97F4A7C15ull) >> merge_shift_;; i = (i + 1) & mask) {
+      const MergeSlot& s = merge_table_[i];
+      if (s.key == key) return &s;
+      if (s.key == kEmpty) return nullptr;
+    }
+  }
+  std::vector<MergeSlot> merge_table_;
+  int merge_shift_ = 64;
+  size_t merge_count_ = 0;
   std::array<int, 256> byte_ids_;  // id of each byte's one-character token, -1 if absent
   bool ignore_merges_;
   int unk_id_;

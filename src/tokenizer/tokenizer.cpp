@@ -50,7 +50,7 @@ std::vector<std::vector<int>> Tokenizer::encode_batch(const std::vector<std::str
 #pragma omp parallel num_threads(threads)
   {
     EncodeScratch scratch;  // one word cache per thread: no locks on the hot path
-#pragma omp for schedule(dynamic, 16)
+#pragma omp for schedule(dynamic, 1)
     for (long i = 0; i < long(texts.size()); ++i)
       encode(texts[size_t(i)], add_special_tokens, result[size_t(i)], scratch);
   }

@@ -35,7 +35,7 @@ void register_grad(CLI::App& app) {
     if (tokens.size() < 2) throw Error("--tokens", "needs at least 2 tokens (one input, one target)");
     if (opt->mtp_lambda < 0 || opt->balance_alpha < 0) throw Error("--mtp-lambda/--balance-alpha", "must be >= 0");
     TrainGraph graph(*model);
-    Gradients grads(model->config);
+    Gradients grads(*model);
     TrainBatch batch;
     batch.B = 1;
     batch.T = int64_t(tokens.size()) - 1;

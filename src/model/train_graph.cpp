@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "kernels/quant_sim.h"
 #include "model/moe.h"
 
 namespace whale {
@@ -61,21 +62,25 @@ double cross_entropy(float* logits, int64_t rows, int64_t V, const int32_t* targ
 
 }  // namespace
 
-Gradients::Gradients(const ModelConfig& config) {
-  std::vector<std::pair<Tensor*, std::string>> aliases;
-  std::map<std::string, Tensor*> bound;
-  visit_weights(config, weights, [&](Tensor& t, const TensorSpec& spec) {
+Gradients::Gradients(const Model& model) {
+  std::vector<const void*> sources;
+  visit_weights(model.config, const_cast<ModelWeights&>(model.weights),
+                [&](Tensor& t, const TensorSpec&) { sources.push_back(t.data); });
+  std::map<const void*, Tensor*> by_source;
+  size_t i = 0;
+  visit_weights(model.config, weights, [&](Tensor& t, const TensorSpec& spec) {
+    const void* src = sources[i++];
     t.shape = spec.shape;
     t.dtype = DType::F32;
-    if (spec.name == "lm_head.weight" && config.tie_word_embeddings) {
-      aliases.push_back({&t, spec.alias_of});
+    auto it = by_source.find(src);
+    if (src != nullptr && it != by_source.end()) {
+      t.data = it->second->data;
       return;
     }
     storage.emplace_back(size_t(t.numel()), 0.0f);
     t.data = storage.back().data();
-    bound[spec.name] = &t;
+    by_source[src] = &t;
   });
-  for (auto& [t, name] : aliases) *t = *bound.at(name);
 }
 
 void Gradients::zero() {
@@ -97,6 +102,13 @@ TrainGraph::~TrainGraph() {
   for (auto* a : acts_) delete a;
 }
 
+void TrainGraph::set_precision(const std::string& name) {
+  if (name == "fp32") precision_ = TrainPrecision::FP32;
+  else if (name == "bf16") precision_ = TrainPrecision::BF16;
+  else if (name == "fp8") precision_ = TrainPrecision::FP8;
+  else throw Error("--precision", "'" + name + "' is not a compute mode (expected fp32, bf16 or fp8)");
+}
+
 LossReport TrainGraph::forward(const TrainBatch& batch, const LossOptions& options) {
   return run(batch, options, nullptr, 1.0f);
 }
@@ -111,33 +123,80 @@ LossReport TrainGraph::forward_backward(const TrainBatch& batch, const LossOptio
 
 namespace {
 
+// Compute precision of the decoder layers' projections, simulated on the CPU: operands are
+// rounded to BF16, or quantised to FP8 E4M3 the way DeepSeek-V3 trains (section 3.3: 1x128 tiles
+// for activations and gradients, 128x128 blocks for weights), then multiplied with FP32
+// accumulation. Embedding, router, norms, attention core and heads stay FP32, as in V3.
+struct Quantizer {
+  TrainPrecision precision = TrainPrecision::FP32;
+  std::vector<float> xq, wq, dyq;
+
+  const float* rows(const float* x, int64_t M, int64_t K, std::vector<float>& buf) {
+    if (precision == TrainPrecision::FP32) return x;
+    buf.resize(size_t(M * K));
+    if (precision == TrainPrecision::BF16) {
+      for (int64_t i = 0; i < M * K; ++i) buf[size_t(i)] = bf16_to_f32(f32_to_bf16(x[i]));
+    } else {
+      fake_quant_fp8_tiles(x, buf.data(), M, K, 128);
+    }
+    return buf.data();
+  }
+  Tensor weight(const Tensor& W) {
+    if (precision == TrainPrecision::FP32) return W;
+    const int64_t N = W.rows(), K = W.cols();
+    wq.resize(size_t(N * K));
+    if (precision == TrainPrecision::BF16) {
+      const float* w = W.f32();
+      for (int64_t i = 0; i < N * K; ++i) wq[size_t(i)] = bf16_to_f32(f32_to_bf16(w[i]));
+    } else {
+      fake_quant_fp8_blocks(W.f32(), wq.data(), N, K, 128, 128);
+    }
+    return Tensor{DType::F32, W.shape, wq.data()};
+  }
+  void linear(const float* x, int64_t M, const Tensor& W, float* y) {
+    const float* xq_ = rows(x, M, W.cols(), xq);
+    whale::linear(xq_, M, weight(W), y);
+  }
+  void linear_accumulate(const float* x, int64_t M, const Tensor& W, float* y) {
+    const float* xq_ = rows(x, M, W.cols(), xq);
+    whale::linear_accumulate(xq_, M, weight(W), y);
+  }
+  void linear_backward(const float* x, int64_t M, const Tensor& W, const float* dy, float* dx, bool acc, float* dW) {
+    const float* dy_ = rows(dy, M, W.rows(), dyq);
+    const float* x_ = rows(x, M, W.cols(), xq);
+    whale::linear_backward(x_, M, weight(W), dy_, dx, acc, dW);
+  }
+};
+
 struct LayerContext {
   const ModelConfig& c;
   const Rope& rope;
   int64_t B, T;
+  Quantizer* q;
 };
 
-void mlp_forward(const MlpWeights& w, const float* xn, int64_t N, std::vector<float>& g, std::vector<float>& u,
-                 std::vector<float>& act, float* x) {
+void mlp_forward(Quantizer& q, const MlpWeights& w, const float* xn, int64_t N, std::vector<float>& g,
+                 std::vector<float>& u, std::vector<float>& act, float* x) {
   const int64_t I = w.gate_proj.rows();
   resize(g, N * I);
   resize(u, N * I);
   resize(act, N * I);
-  linear(xn, N, w.gate_proj, g.data());
-  linear(xn, N, w.up_proj, u.data());
+  q.linear(xn, N, w.gate_proj, g.data());
+  q.linear(xn, N, w.up_proj, u.data());
   silu_mul(g.data(), u.data(), act.data(), N * I);
-  linear_accumulate(act.data(), N, w.down_proj, x);
+  q.linear_accumulate(act.data(), N, w.down_proj, x);
 }
 
 // dy: gradient of the MLP output; dxn accumulates the gradient of its input.
-void mlp_backward(const MlpWeights& w, MlpWeights* gw, const float* xn, int64_t N, const std::vector<float>& g,
-                  const std::vector<float>& u, const std::vector<float>& act, const float* dy, float* dxn) {
+void mlp_backward(Quantizer& q, const MlpWeights& w, MlpWeights* gw, const float* xn, int64_t N,
+                  const std::vector<float>& g, const std::vector<float>& u, const std::vector<float>& act,
+                  const float* dy, float* dxn) {
   const int64_t I = w.gate_proj.rows();
   std::vector<float> dact(size_t(N * I)), dg(size_t(N * I)), du(size_t(N * I));
-  linear_backward(act.data(), N, w.down_proj, dy, dact.data(), false, gw->down_proj.f32());
+  q.linear_backward(act.data(), N, w.down_proj, dy, dact.data(), false, gw->down_proj.f32());
   silu_mul_backward(g.data(), u.data(), dact.data(), dg.data(), du.data(), N * I);
-  linear_backward(xn, N, w.gate_proj, dg.data(), dxn, true, gw->gate_proj.f32());
-  linear_backward(xn, N, w.up_proj, du.data(), dxn, true, gw->up_proj.f32());
+  q.linear_backward(xn, N, w.gate_proj, dg.data(), dxn, true, gw->gate_proj.f32());
+  q.linear_backward(xn, N, w.up_proj, du.data(), dxn, true, gw->up_proj.f32());
 }
 
 void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivations& a) {
@@ -151,14 +210,14 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
     resize(a.qa, N * c.q_lora_rank);
     resize(a.qan, N * c.q_lora_rank);
     resize(a.rqa, N);
-    linear(a.xn1.data(), N, w.attn.q_a_proj, a.qa.data());
+    ctx.q->linear(a.xn1.data(), N, w.attn.q_a_proj, a.qa.data());
     rmsnorm_save(a.qa.data(), w.attn.q_a_layernorm.f32(), a.qan.data(), a.rqa.data(), N, c.q_lora_rank, eps);
-    linear(a.qan.data(), N, w.attn.q_b_proj, a.q.data());
+    ctx.q->linear(a.qan.data(), N, w.attn.q_b_proj, a.q.data());
   } else {
-    linear(a.xn1.data(), N, w.attn.q_proj, a.q.data());
+    ctx.q->linear(a.xn1.data(), N, w.attn.q_proj, a.q.data());
   }
   std::vector<float> kva(size_t(N * (rank + rope)));
-  linear(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, kva.data());
+  ctx.q->linear(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, kva.data());
   resize(a.kvc, N * rank);
   resize(a.latent, N * rank);
   resize(a.rkv, N);
@@ -172,7 +231,7 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
   }
   rmsnorm_save(a.kvc.data(), w.attn.kv_a_layernorm.f32(), a.latent.data(), a.rkv.data(), N, rank, eps);
   resize(a.kv, N * heads * (nope + vd));
-  linear(a.latent.data(), N, w.attn.kv_b_proj, a.kv.data());
+  ctx.q->linear(a.latent.data(), N, w.attn.kv_b_proj, a.kv.data());
   resize(a.probs, B * heads * T * T);
   resize(a.attn, N * heads * vd);
   const float scale = float(c.softmax_scale());
@@ -249,23 +308,23 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
   }
   // kv = latent kv_b^T ; latent = rmsnorm(kvc)
   std::vector<float> dlatent(size_t(N * rank)), dkva(size_t(N * (rank + rope))), dkvc(size_t(N * rank));
-  linear_backward(a.latent.data(), N, w.attn.kv_b_proj, dkv.data(), dlatent.data(), false, gw.attn.kv_b_proj.f32());
+  ctx.q->linear_backward(a.latent.data(), N, w.attn.kv_b_proj, dkv.data(), dlatent.data(), false, gw.attn.kv_b_proj.f32());
   rmsnorm_backward(a.kvc.data(), w.attn.kv_a_layernorm.f32(), a.rkv.data(), dlatent.data(), dkvc.data(),
                    gw.attn.kv_a_layernorm.f32(), N, rank, false);
   for (int64_t r = 0; r < N; ++r) {
     std::memcpy(dkva.data() + r * (rank + rope), dkvc.data() + r * rank, size_t(rank) * 4);
     std::memcpy(dkva.data() + r * (rank + rope) + rank, dkpe.data() + r * rope, size_t(rope) * 4);
   }
-  linear_backward(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, dkva.data(), dxn1, true,
+  ctx.q->linear_backward(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, dkva.data(), dxn1, true,
                   gw.attn.kv_a_proj_with_mqa.f32());
   if (c.q_lora_rank > 0) {
     std::vector<float> dqan(size_t(N * c.q_lora_rank)), dqa(size_t(N * c.q_lora_rank));
-    linear_backward(a.qan.data(), N, w.attn.q_b_proj, dq.data(), dqan.data(), false, gw.attn.q_b_proj.f32());
+    ctx.q->linear_backward(a.qan.data(), N, w.attn.q_b_proj, dq.data(), dqan.data(), false, gw.attn.q_b_proj.f32());
     rmsnorm_backward(a.qa.data(), w.attn.q_a_layernorm.f32(), a.rqa.data(), dqan.data(), dqa.data(),
                      gw.attn.q_a_layernorm.f32(), N, c.q_lora_rank, false);
-    linear_backward(a.xn1.data(), N, w.attn.q_a_proj, dqa.data(), dxn1, true, gw.attn.q_a_proj.f32());
+    ctx.q->linear_backward(a.xn1.data(), N, w.attn.q_a_proj, dqa.data(), dxn1, true, gw.attn.q_a_proj.f32());
   } else {
-    linear_backward(a.xn1.data(), N, w.attn.q_proj, dq.data(), dxn1, true, gw.attn.q_proj.f32());
+    ctx.q->linear_backward(a.xn1.data(), N, w.attn.q_proj, dq.data(), dxn1, true, gw.attn.q_proj.f32());
   }
 }
 
@@ -311,16 +370,16 @@ void moe_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivation
       std::memcpy(xe.data() + j * H, a.xn2.data() + row * H, size_t(H) * 4);
     }
     const MlpWeights& ex = w.moe.experts[size_t(e)];
-    linear(xe.data(), n, ex.gate_proj, a.eg.data() + lo * I);
-    linear(xe.data(), n, ex.up_proj, a.eu.data() + lo * I);
+    ctx.q->linear(xe.data(), n, ex.gate_proj, a.eg.data() + lo * I);
+    ctx.q->linear(xe.data(), n, ex.up_proj, a.eu.data() + lo * I);
     silu_mul(a.eg.data() + lo * I, a.eu.data() + lo * I, a.eact.data() + lo * I, n * I);
-    linear(a.eact.data() + lo * I, n, ex.down_proj, a.eout.data() + lo * H);
+    ctx.q->linear(a.eact.data() + lo * I, n, ex.down_proj, a.eout.data() + lo * H);
     for (int64_t j = 0; j < n; ++j) {
       const int64_t asg = a.order[size_t(lo + j)];
       axpy(a.gate_w[size_t(asg)], a.eout.data() + (lo + j) * H, x + (asg / K) * H, H);
     }
   }
-  if (c.n_shared_experts > 0) mlp_forward(w.moe.shared, a.xn2.data(), N, a.g, a.u, a.act, x);
+  if (c.n_shared_experts > 0) mlp_forward(*ctx.q, w.moe.shared, a.xn2.data(), N, a.g, a.u, a.act, x);
 }
 
 // Complementary sequence-wise balance loss (DeepSeek-V3 eq. 17-20) of one layer, averaged over
@@ -380,10 +439,10 @@ void moe_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& 
     }
     const MlpWeights& ex = w.moe.experts[size_t(e)];
     MlpWeights& gx = gw.moe.experts[size_t(e)];
-    linear_backward(a.eact.data() + lo * I, n, ex.down_proj, dye.data(), dact.data(), false, gx.down_proj.f32());
+    ctx.q->linear_backward(a.eact.data() + lo * I, n, ex.down_proj, dye.data(), dact.data(), false, gx.down_proj.f32());
     silu_mul_backward(a.eg.data() + lo * I, a.eu.data() + lo * I, dact.data(), dg.data(), du.data(), n * I);
-    linear_backward(xe.data(), n, ex.gate_proj, dg.data(), dxe.data(), false, gx.gate_proj.f32());
-    linear_backward(xe.data(), n, ex.up_proj, du.data(), dxe.data(), true, gx.up_proj.f32());
+    ctx.q->linear_backward(xe.data(), n, ex.gate_proj, dg.data(), dxe.data(), false, gx.gate_proj.f32());
+    ctx.q->linear_backward(xe.data(), n, ex.up_proj, du.data(), dxe.data(), true, gx.up_proj.f32());
     for (int64_t j = 0; j < n; ++j) {
       const int64_t row = a.order[size_t(lo + j)] / K;
       axpy(1.0f, dxe.data() + j * H, dxn2 + row * H, H);
@@ -423,7 +482,7 @@ void moe_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& 
   }
   linear_backward(a.xn2.data(), N, w.moe.gate, dlogits.data(), dxn2, true, gw.moe.gate.f32());
   if (c.n_shared_experts > 0)
-    mlp_backward(w.moe.shared, &gw.moe.shared, a.xn2.data(), N, a.g, a.u, a.act, dy, dxn2);
+    mlp_backward(*ctx.q, w.moe.shared, &gw.moe.shared, a.xn2.data(), N, a.g, a.u, a.act, dy, dxn2);
 }
 
 // x [N, H]: layer input, replaced by the layer output.
@@ -437,7 +496,7 @@ void layer_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivati
   resize(a.r1, N);
   rmsnorm_save(x, w.input_layernorm.f32(), a.xn1.data(), a.r1.data(), N, H, eps);
   attention_forward(ctx, w, a);
-  linear_accumulate(a.attn.data(), N, w.attn.o_proj, x);
+  ctx.q->linear_accumulate(a.attn.data(), N, w.attn.o_proj, x);
   a.x_mid.assign(x, x + N * H);
   resize(a.xn2, N * H);
   resize(a.r2, N);
@@ -445,7 +504,7 @@ void layer_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivati
   if (w.is_moe) {
     moe_forward(ctx, w, a, x, load);
   } else {
-    mlp_forward(w.mlp, a.xn2.data(), N, a.g, a.u, a.act, x);
+    mlp_forward(*ctx.q, w.mlp, a.xn2.data(), N, a.g, a.u, a.act, x);
   }
 }
 
@@ -458,12 +517,12 @@ void layer_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights
   if (w.is_moe) {
     moe_backward(ctx, w, gw, a, dx, dxn.data(), balance_alpha);
   } else {
-    mlp_backward(w.mlp, &gw.mlp, a.xn2.data(), N, a.g, a.u, a.act, dx, dxn.data());
+    mlp_backward(*ctx.q, w.mlp, &gw.mlp, a.xn2.data(), N, a.g, a.u, a.act, dx, dxn.data());
   }
   rmsnorm_backward(a.x_mid.data(), w.post_attention_layernorm.f32(), a.r2.data(), dxn.data(), dx,
                    gw.post_attention_layernorm.f32(), N, H, true);
   std::vector<float> dattn(size_t(N * c.num_attention_heads * c.v_head_dim));
-  linear_backward(a.attn.data(), N, w.attn.o_proj, dx, dattn.data(), false, gw.attn.o_proj.f32());
+  ctx.q->linear_backward(a.attn.data(), N, w.attn.o_proj, dx, dattn.data(), false, gw.attn.o_proj.f32());
   std::fill(dxn.begin(), dxn.end(), 0.0f);
   attention_backward(ctx, w, gw, a, dattn.data(), dxn.data());
   rmsnorm_backward(a.x_in.data(), w.input_layernorm.f32(), a.r1.data(), dxn.data(), dx, gw.input_layernorm.f32(), N,
@@ -487,7 +546,9 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   LossReport rep;
   const int64_t slots = c.num_hidden_layers + c.num_nextn_predict_layers;
   rep.expert_load.assign(size_t(slots), std::vector<int64_t>(size_t(c.n_routed_experts), 0));
-  LayerContext ctx{c, rope_, B, T};
+  Quantizer quant;
+  quant.precision = precision_;
+  LayerContext ctx{c, rope_, B, T, &quant};
 
   std::vector<float> x(size_t(N * H));
   for (int64_t b = 0; b < B; ++b)
@@ -518,7 +579,7 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   // MTP: row (b, i) combines h_i with the embedding of token i+1 and predicts token i+2.
   const bool mtp = options.mtp_lambda > 0 && c.num_nextn_predict_layers > 0 && T >= 2;
   const int64_t Tm = T - 1, Nm = B * Tm;
-  LayerContext mctx{c, rope_, B, Tm};
+  LayerContext mctx{c, rope_, B, Tm, &quant};
   std::vector<float> e_raw, e_n, e_r, h_rows, h_n, h_r, cat, xm, hm, hm_r, mlogits;
   std::vector<int32_t> mtargets;
   double mdenom = 0.0;

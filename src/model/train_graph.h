@@ -4,6 +4,7 @@
 // give the same loss.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "io/checkpoint.h"
@@ -31,19 +32,25 @@ struct LossReport {
 };
 
 // Gradients with the model's own tensor layout (owned F32 buffers, zeroed on construction).
+// Where two model tensors share memory (tied embeddings, an MTP head sharing the main one),
+// their gradients share a buffer too, so both uses accumulate into one parameter.
 struct Gradients {
   ModelWeights weights;  // same visit order and names as the model
   std::vector<std::vector<float>> storage;
-  explicit Gradients(const ModelConfig& config);
+  explicit Gradients(const Model& model);
   void zero();
 };
 
 struct LayerActivations;  // defined in train_graph.cpp
 
+enum class TrainPrecision { FP32, BF16, FP8 };
+
 class TrainGraph {
  public:
   explicit TrainGraph(const Model& model);
   ~TrainGraph();
+  // fp32, bf16 or fp8: the simulated compute precision of the decoder layers' projections.
+  void set_precision(const std::string& name);
   // Forward only (loss and load statistics).
   LossReport forward(const TrainBatch& batch, const LossOptions& options);
   // Forward and backward; gradients are accumulated into grads (scaled by grad_scale,
@@ -56,7 +63,8 @@ class TrainGraph {
   const Model& model_;
   const ModelConfig& c_;
   Rope rope_;
-  std::vector<LayerActivations*> acts_;  // num_hidden_layers + MTP layers
+  std::vector<LayerActivations*> acts_;
+  TrainPrecision precision_ = TrainPrecision::FP32;  // num_hidden_layers + MTP layers
 };
 
 }  // namespace whale

@@ -70,7 +70,7 @@ TEST(TrainGraph, GradientsMatchFiniteDifferences) {
   LossOptions opt;
   opt.mtp_lambda = 0.3;
   opt.balance_alpha = 0.01;
-  Gradients g(c);
+  Gradients g(*m);
   graph.forward_backward(batch, opt, g);
   struct Probe {
     Tensor param, grad;
@@ -122,7 +122,7 @@ TEST(TrainGraph, GradientAccumulationScales) {
   auto tok = tokens(13, m->config.vocab_size, 11);
   TrainGraph graph(*m);
   TrainBatch batch{1, 12, tok.data(), nullptr};
-  Gradients once(m->config), twice(m->config);
+  Gradients once(*m), twice(*m);
   graph.forward_backward(batch, {}, once);
   graph.forward_backward(batch, {}, twice, 0.5f);
   graph.forward_backward(batch, {}, twice, 0.5f);

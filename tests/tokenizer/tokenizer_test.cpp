@@ -3,6 +3,7 @@
 // 1.69 MB of text is the CTest tokenizer_vs_js.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <random>
 
 #include "tokenizer/tokenizer.h"
@@ -10,18 +11,20 @@
 namespace whale::tokenizer {
 namespace {
 
+// Loaded on first use and kept for the process: CTest runs each test in its own process, so
+// a test pays only for the files it touches (about half a second each).
 class TokenizerFiles : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    deepseek = new Tokenizer(Tokenizer::from_file(WHALE_SOURCE_DIR "/data/tokenizers/deepseek_v3/tokenizer.json"));
-    qwen = new Tokenizer(Tokenizer::from_file(WHALE_SOURCE_DIR "/data/tokenizers/qwen3/tokenizer.json"));
-  }
-  static void TearDownTestSuite() {
-    delete deepseek;
-    delete qwen;
-  }
-  static inline Tokenizer* deepseek = nullptr;
-  static inline Tokenizer* qwen = nullptr;
+  struct Lazy {
+    const char* path;
+    std::unique_ptr<Tokenizer> tok;
+    Tokenizer* operator->() {
+      if (!tok) tok = std::make_unique<Tokenizer>(Tokenizer::from_file(path));
+      return tok.get();
+    }
+  };
+  static inline Lazy deepseek{WHALE_SOURCE_DIR "/data/tokenizers/deepseek_v3/tokenizer.json", nullptr};
+  static inline Lazy qwen{WHALE_SOURCE_DIR "/data/tokenizers/qwen3/tokenizer.json", nullptr};
 };
 
 struct Case {

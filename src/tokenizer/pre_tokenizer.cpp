@@ -81,6 +81,8 @@ void PreTokenizer::split(std::string_view text, std::vector<Span>& pieces,
                          PreTokenizeScratch& scratch) const {
   pieces.clear();
   if (text.empty()) return;
+  // Spans hold 32-bit offsets to halve their size; callers cut text into documents long before.
+  if (text.size() > UINT32_MAX) throw Error("pre-tokenizer", "a single text is longer than 4 GiB");
   pieces.push_back({0, uint32_t(text.size())});
   for (const SplitRule& rule : rules_) {
     scratch.next.clear();

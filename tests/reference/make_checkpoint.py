@@ -77,17 +77,17 @@ def expected_tensors(cfg):
     return t
 
 
-def random_tensors(cfg, seed, dtype="f32"):
+def random_tensors(cfg, seed, dtype="f32", norm_jitter=0.2, router_bias_std=0.05):
     rng = np.random.default_rng(seed)
     out = {}
     store = {"f32": "F32", "bf16": "BF16", "fp8": "BF16"}[dtype]
     for name, (shape, kind) in sorted(expected_tensors(cfg).items()):
         if kind == "norm":
-            w = 1.0 + 0.2 * rng.standard_normal(shape)
+            w = 1.0 + norm_jitter * rng.standard_normal(shape)
         elif kind == "embed":
             w = rng.standard_normal(shape)
         elif kind == "bias":
-            w = 0.05 * rng.standard_normal(shape)
+            w = router_bias_std * rng.standard_normal(shape)
         elif kind == "router":
             w = rng.standard_normal(shape) / np.sqrt(shape[1])
         else:  # linear, head
@@ -104,7 +104,7 @@ def random_tensors(cfg, seed, dtype="f32"):
     return out
 
 
-def make_checkpoint(config_path, out_dir, seed=1234, dtype="f32"):
+def make_checkpoint(config_path, out_dir, seed=1234, dtype="f32", norm_jitter=0.2, router_bias_std=0.05):
     with open(config_path) as f:
         d = json.load(f)
     cfg = Config(d)
@@ -114,8 +114,8 @@ def make_checkpoint(config_path, out_dir, seed=1234, dtype="f32"):
                                     "weight_block_size": [128, 128]}
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(d, f, indent=2)
-    write_safetensors(os.path.join(out_dir, "model.safetensors"), random_tensors(cfg, seed, dtype),
-                      metadata={"format": "pt"})
+    tensors = random_tensors(cfg, seed, dtype, norm_jitter, router_bias_std)
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), tensors, metadata={"format": "pt"})
 
 
 def main():

@@ -11,7 +11,7 @@ requires_grad, and autograd differentiates the loss below.
     when L > 0, the model has an MTP layer and n >= 3. Its gradient also reaches the main
     model through h_i. Nothing is detached.
   * L_bal is DeepSeek-V3's complementary sequence-wise balance loss (paper eq. 17-20) for one
-    sequence of T = n tokens:
+    sequence over its T = n - 1 input positions (0..n-2; the last token is only a target):
         s'_{i,t} = s_{i,t} / sum_j s_{j,t}
         f_i      = N_r / (K_r T) * #{t : expert i selected for t}   (a constant)
         P_i      = (1/T) sum_t s'_{i,t}
@@ -131,7 +131,8 @@ def loss_terms(ref, tokens, mtp_lambda=0.0, balance_alpha=0.0):
         out["mtp_ce"] = float(mtp_ce)
         margin = min(margin, float(r["mtp_margin"].detach().min()))
     if log:
-        bal = sum(balance_loss(s, idx, c.n_routed_experts, c.num_experts_per_tok) for _, s, idx in log)
+        # Only the n-1 input positions: the last token is a target, never an input of training.
+        bal = sum(balance_loss(s[:-1], idx[:-1], c.n_routed_experts, c.num_experts_per_tok) for _, s, idx in log)
         out["balance"] = float(bal)
         if balance_alpha > 0:
             loss = loss + balance_alpha * bal

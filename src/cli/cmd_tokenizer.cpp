@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -275,7 +276,18 @@ void register_tokenizer(CLI::App& app) {
     TerminalProgress progress;
     tokenizer::TrainStats stats;
     std::string json = tokenizer::train_bpe(tr->files, tr->options, &progress, &stats);
+    const std::filesystem::path out(tr->out);
+    if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
     write_file_atomic(tr->out, json.data(), json.size());
+    // tokenizer_config.json beside it names BOS/EOS/padding, so data preparation, training and
+    // chat find them as they do in DeepSeek's own releases.
+    nlohmann::json config = {{"add_bos_token", true}, {"add_eos_token", false},
+                             {"bos_token", "<｜begin▁of▁sentence｜>"}, {"eos_token", "<｜end▁of▁sentence｜>"},
+                             {"pad_token", "<｜▁pad▁｜>"}, {"model_max_length", 16384},
+                             {"tokenizer_class", "LlamaTokenizerFast"}, {"legacy", true},
+                             {"clean_up_tokenization_spaces", false}};
+    const std::string config_text = config.dump(2) + "\n";
+    write_file_atomic((out.parent_path() / "tokenizer_config.json").string(), config_text.data(), config_text.size());
     std::fprintf(stderr, "wrote %s: %d tokens (%d merges) from %.1f MB, %zu distinct words, %.2fs\n",
                  tr->out.c_str(), stats.vocab_size, stats.merges, double(stats.bytes) / 1e6,
                  stats.distinct_words, stats.seconds);

@@ -9,4 +9,6 @@ void register_logits(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_tokenizer(CLI::App& app);
 void register_grad(CLI::App& app);
+void register_data(CLI::App& app);
+void register_pretrain(CLI::App& app);
 }  // namespace whale::cli

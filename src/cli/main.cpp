@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   whale::cli::register_inspect(app);
   whale::cli::register_tokenizer(app);
   whale::cli::register_grad(app);
+  whale::cli::register_data(app);
+  whale::cli::register_pretrain(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -50,7 +50,7 @@ void register_generate(CLI::App& app) {
     std::optional<tokenizer::Tokenizer> tok;
     std::vector<int32_t> prompt;
     if (!opt->prompt.empty()) {
-      const std::string path = (std::filesystem::path(opt->model) / "tokenizer.json").string();
+      const std::string path = (std::filesystem::path(model->source) / "tokenizer.json").string();
       if (!std::filesystem::exists(path))
         throw Error(path, "--prompt needs the checkpoint's tokenizer.json; use --prompt-tokens for a model without one");
       tok.emplace(tokenizer::Tokenizer::from_file(path));

@@ -59,10 +59,17 @@ float* own(Model& m, size_t n) {
 
 }  // namespace
 
-std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& options) {
+std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& options) {
   auto model = std::make_unique<Model>();
+  if (!fs::is_directory(path)) throw Error(path, "not a checkpoint directory (expected config.json + *.safetensors)");
+  // A training run directory names its newest checkpoint in `latest`.
+  std::string dir = path;
+  if (!fs::exists(fs::path(path) / "config.json") && fs::exists(fs::path(path) / "latest")) {
+    std::string name = read_text_file((fs::path(path) / "latest").string());
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    dir = (fs::path(path) / name).string();
+  }
   model->source = dir;
-  if (!fs::is_directory(dir)) throw Error(dir, "not a checkpoint directory (expected config.json + *.safetensors)");
   model->config = load_model_config((fs::path(dir) / "config.json").string());
   model->files = std::make_unique<SafetensorsSet>(dir);
   const ModelConfig& c = model->config;

@@ -40,23 +40,26 @@ void resize(std::vector<float>& v, int64_t n) { v.assign(size_t(n), 0.0f); }
 // Cross-entropy of rows of logits against targets; writes dlogits = (softmax - onehot) * scale * mask.
 double cross_entropy(float* logits, int64_t rows, int64_t V, const int32_t* targets, const float* mask,
                      double denom, bool backward, float scale) {
-  double total = 0.0;
+  std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
+#pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float m = mask ? mask[r] : 1.0f;
     float* l = logits + r * V;
     const int32_t y = targets[r];
     float mx = -INFINITY;
     for (int64_t j = 0; j < V; ++j) mx = std::max(mx, l[j]);
-    double z = 0.0;
-    for (int64_t j = 0; j < V; ++j) z += std::exp(double(l[j] - mx));
-    const double logz = std::log(z) + mx;
-    if (m != 0.0f) total += m * (logz - l[y]);
+    float z = 0.0f;
+    for (int64_t j = 0; j < V; ++j) z += std::exp(l[j] - mx);
+    const float logz = std::log(z) + mx;
+    if (m != 0.0f) row_loss[size_t(r)] = double(m) * (double(logz) - double(l[y]));
     if (backward) {
       const float k = float(m * scale / denom);
-      for (int64_t j = 0; j < V; ++j) l[j] = float(std::exp(double(l[j]) - logz)) * k;
+      for (int64_t j = 0; j < V; ++j) l[j] = std::exp(l[j] - logz) * k;
       l[y] -= k;
     }
   }
+  double total = 0.0;  // summed in row order: deterministic for any thread count
+  for (double v : row_loss) total += v;
   return total;
 }
 

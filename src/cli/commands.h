@@ -11,4 +11,5 @@ void register_tokenizer(CLI::App& app);
 void register_grad(CLI::App& app);
 void register_data(CLI::App& app);
 void register_pretrain(CLI::App& app);
+void register_plot(CLI::App& app);
 }  // namespace whale::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   whale::cli::register_grad(app);
   whale::cli::register_data(app);
   whale::cli::register_pretrain(app);
+  whale::cli::register_plot(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -98,6 +98,7 @@ void register_generate(CLI::App& app) {
         }
       }
     }
+    std::fflush(stdout);
     if (!opt->quiet)
       std::fprintf(stderr, "prefill: %lld tokens, %.1f tok/s | decode: %lld tokens, %.1f tok/s (batch %lld)\n",
                    (long long)stats.prompt_tokens, stats.prefill_tokens_per_second(),

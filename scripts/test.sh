@@ -24,7 +24,7 @@ if [[ "$FUZZ_SECONDS" != 0 ]] && ls tests/fuzz/*.cpp >/dev/null 2>&1; then
   echo "== fuzzing (${FUZZ_SECONDS}s per target)"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWHALE_FUZZ=ON \
     -DWHALE_TESTS=OFF -DWHALE_BENCH=OFF -DWHALE_SANITIZE=ON >/dev/null
-  ninja -C build-fuzz -j "$JOBS"
+  ninja -C build-fuzz -j "$JOBS" fuzzers
   bash tests/fuzz/run_fuzzers.sh build-fuzz "$FUZZ_SECONDS"
 fi
 

@@ -13,7 +13,7 @@ bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build whale
 OUT=${WHALE_OUT:-out}
-STEPS=${WHALE_STEPS:-700}
+STEPS=${WHALE_STEPS:-600}
 W=./build/whale
 mkdir -p "$OUT"
 $W tokenizer train --vocab-size 4096 --out "$OUT/tokenizer/tokenizer.json" data/corpus/*.txt

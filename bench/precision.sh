@@ -15,7 +15,7 @@ W=./build/whale
 for p in fp32 bf16 fp8; do
   rm -rf "$OUT/run-$p"
   OMP_WAIT_POLICY=passive $W pretrain --preset tiny --data "$OUT/data" --out "$OUT/run-$p" --steps "$STEPS" \
-    --batch 8 --seq-len 128 --eval-every 0 --eval-windows 64 --seed 3 --precision "$p" 2>/dev/null | tee "$OUT/$p.txt"
+    --batch 8 --seq-len 128 --eval-every 0 --eval-windows 100000 --seed 3 --precision "$p" 2>/dev/null | tee "$OUT/$p.txt"
 done
 python3 - "$OUT" <<'PY'
 import re, sys

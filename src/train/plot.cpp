@@ -4,12 +4,11 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "core/error.h"
 #include "core/mmap.h"
+#include "train/svg.h"
 
 namespace whale {
 
@@ -18,260 +17,401 @@ using json = nlohmann::json;
 
 namespace {
 
-// Okabe-Ito: distinguishable with colour-vision deficiencies.
-const char* kPalette[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"};
+// The numeric keys drawn; every other key of a line is ignored.
+const char* const kScalarKeys[] = {
+    "loss",   "val_loss", "mtp_loss",        "lr", "grad_norm",     "tokens_per_sec", "balance",
+    "reward", "accuracy", "response_length", "kl", "clip_fraction", "entropy"};
+constexpr size_t kScalarCount = sizeof kScalarKeys / sizeof kScalarKeys[0];
 
-struct Series {
-  std::string name;
-  std::vector<double> x, y;
-  std::string colour;
-  double width = 2.0, opacity = 1.0;
-  bool markers = false;
+struct Record {
+  int64_t step = 0;
+  double values[kScalarCount];
+  std::vector<double> balance_per_layer;
 };
 
-std::string fmt(double v) {
-  char buf[32];
-  const double a = std::fabs(v);
-  if (a == 0) return "0";
-  if (a >= 1e4) std::snprintf(buf, sizeof buf, "%.0fk", v / 1e3);
-  else if (a >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", v / 1e3);
-  else if (a >= 1) std::snprintf(buf, sizeof buf, "%.3g", v);
-  else if (a >= 1e-2) std::snprintf(buf, sizeof buf, "%.3g", v);
-  else std::snprintf(buf, sizeof buf, "%.1e", v);
-  return buf;
+double number(const json& v, const std::string& where, const std::string& key) {
+  if (v.is_null()) return NAN;  // nlohmann writes NaN and infinities as null
+  if (!v.is_number())
+    throw Error(where, "'" + key + "' is " + v.type_name() + " " + v.dump(-1).substr(0, 40) +
+                           ", expected a number");
+  return v.get<double>();
 }
 
-// Ticks at 1-2-5 multiples covering [lo, hi].
-std::vector<double> nice_ticks(double lo, double hi, int target = 6) {
-  if (!(hi > lo)) hi = lo + 1;
-  const double raw = (hi - lo) / target, mag = std::pow(10.0, std::floor(std::log10(raw)));
-  double step = mag;
-  for (double m : {1.0, 2.0, 5.0, 10.0})
-    if (m * mag >= raw) {
-      step = m * mag;
-      break;
+std::vector<double> numbers(const json& v, const std::string& where, const std::string& key) {
+  if (!v.is_array())
+    throw Error(where, "'" + key + "' is " + v.type_name() + ", expected an array of numbers");
+  std::vector<double> out;
+  out.reserve(v.size());
+  for (const json& x : v) out.push_back(number(x, where, key));
+  return out;
+}
+
+// "[json.exception.parse_error.101] parse error at ..." -> "parse error at ..."
+std::string parse_message(const json::parse_error& e) {
+  std::string s = e.what();
+  const size_t close = s.find("] ");
+  return close == std::string::npos ? s : s.substr(close + 2);
+}
+
+}  // namespace
+
+MetricsLog read_metrics_log(const std::string& path, std::vector<std::string>* warnings) {
+  const std::string text = read_text_file(path);
+  std::vector<Record> records;
+  MetricsLog log;
+  // A line that failed to parse is an error unless it turns out to be the last one and looks
+  // cut off: no newline after it, or the parser ran out of input (a prefix of valid JSON).
+  struct Failure {
+    size_t line;
+    std::string message;
+    bool truncated;
+  };
+  std::vector<Failure> failed;
+  size_t pos = 0, line_no = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    const bool terminated = end != std::string::npos;
+    if (!terminated) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(line_no);
+    if (!failed.empty())
+      throw Error(path + ":" + std::to_string(failed[0].line), failed[0].message);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::parse_error& e) {
+      failed.push_back(
+          {line_no, "not valid JSON: " + parse_message(e), !terminated || e.byte > line.size()});
+      continue;
     }
-  std::vector<double> t;
-  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) t.push_back(std::fabs(v) < step * 1e-9 ? 0 : v);
-  return t;
-}
-
-std::string escape(const std::string& s) {
-  std::string o;
-  for (char c : s) o += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
-  return o;
-}
-
-std::string line_chart(const std::string& title, const std::string& xlabel, const std::string& ylabel,
-                       const std::vector<Series>& series, bool log_y) {
-  const double W = 720, H = 420, L = 70, R = 170, T = 40, B = 50;
-  double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
-  for (const auto& s : series)
-    for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) continue;
-      x0 = std::min(x0, s.x[i]);
-      x1 = std::max(x1, s.x[i]);
-      const double y = log_y ? std::log10(s.y[i]) : s.y[i];
-      y0 = std::min(y0, y);
-      y1 = std::max(y1, y);
+    if (!j.is_object())
+      throw Error(where, "expected a JSON object per line, got " + std::string(j.type_name()));
+    const auto step = j.find("step");
+    if (step == j.end()) throw Error(where, "no 'step' (every metrics line needs one)");
+    if (!step->is_number() ||
+        (step->is_number_float() && step->get<double>() != std::floor(step->get<double>())) ||
+        step->get<double>() < 0)
+      throw Error(where, "'step' is " + step->dump() + ", expected a non-negative integer");
+    Record r;
+    r.step = step->get<int64_t>();
+    for (size_t k = 0; k < kScalarCount; ++k) {
+      const auto it = j.find(kScalarKeys[k]);
+      r.values[k] = it == j.end() ? NAN : number(*it, where, kScalarKeys[k]);
     }
-  std::ostringstream o;
-  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W
-    << " " << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
-  o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  o << "<text x=\"" << W / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">" << escape(title)
-    << "</text>\n";
-  if (!std::isfinite(x0)) {
-    o << "<text x=\"" << W / 2 << "\" y=\"" << H / 2 << "\" text-anchor=\"middle\">no data</text>\n</svg>\n";
-    return o.str();
-  }
-  if (x1 == x0) x1 = x0 + 1;
-  const double pad = (y1 - y0) * 0.05 + (y1 == y0 ? 0.5 : 0);
-  y0 -= pad;
-  y1 += pad;
-  auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
-  auto py = [&](double y) { return T + (1 - (y - y0) / (y1 - y0)) * (H - T - B); };
-  o << "<g stroke=\"#e5e5e5\" stroke-width=\"1\">\n";
-  for (double t : nice_ticks(x0, x1))
-    o << "<line x1=\"" << px(t) << "\" y1=\"" << T << "\" x2=\"" << px(t) << "\" y2=\"" << H - B << "\"/>\n";
-  const auto yt = nice_ticks(y0, y1);
-  for (double t : yt) o << "<line x1=\"" << L << "\" y1=\"" << py(t) << "\" x2=\"" << W - R << "\" y2=\"" << py(t) << "\"/>\n";
-  o << "</g>\n<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << W - L - R << "\" height=\"" << H - T - B
-    << "\" fill=\"none\" stroke=\"#444\"/>\n";
-  for (double t : nice_ticks(x0, x1))
-    o << "<text x=\"" << px(t) << "\" y=\"" << H - B + 16 << "\" text-anchor=\"middle\">" << fmt(t) << "</text>\n";
-  for (double t : yt)
-    o << "<text x=\"" << L - 6 << "\" y=\"" << py(t) + 4 << "\" text-anchor=\"end\">" << fmt(log_y ? std::pow(10, t) : t)
-      << "</text>\n";
-  o << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - 12 << "\" text-anchor=\"middle\">" << escape(xlabel) << "</text>\n";
-  o << "<text transform=\"translate(16," << (T + H - B) / 2 << ") rotate(-90)\" text-anchor=\"middle\">" << escape(ylabel)
-    << "</text>\n";
-  int legend = 0;
-  for (const auto& s : series) {
-    if (s.x.empty()) continue;
-    o << "<polyline fill=\"none\" stroke=\"" << s.colour << "\" stroke-width=\"" << s.width << "\" stroke-opacity=\""
-      << s.opacity << "\" points=\"";
-    for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) continue;
-      o << px(s.x[i]) << "," << py(log_y ? std::log10(s.y[i]) : s.y[i]) << " ";
-    }
-    o << "\"/>\n";
-    if (s.markers)
-      for (size_t i = 0; i < s.x.size(); ++i)
-        if (std::isfinite(s.y[i]))
-          o << "<circle cx=\"" << px(s.x[i]) << "\" cy=\"" << py(log_y ? std::log10(s.y[i]) : s.y[i]) << "\" r=\"3\" fill=\""
-            << s.colour << "\"/>\n";
-    const double ly = T + 10 + 18 * legend++;
-    o << "<line x1=\"" << W - R + 12 << "\" y1=\"" << ly << "\" x2=\"" << W - R + 32 << "\" y2=\"" << ly << "\" stroke=\""
-      << s.colour << "\" stroke-width=\"3\" stroke-opacity=\"" << std::max(s.opacity, 0.6) << "\"/>\n";
-    o << "<text x=\"" << W - R + 38 << "\" y=\"" << ly + 4 << "\">" << escape(s.name) << "</text>\n";
-  }
-  o << "</svg>\n";
-  return o.str();
-}
-
-std::string heatmap(const std::string& title, const std::vector<std::vector<double>>& rows) {
-  const double cell = 18, L = 80, T = 50;
-  size_t cols = 0;
-  for (const auto& r : rows) cols = std::max(cols, r.size());
-  const double W = std::max(480.0, L + cell * double(cols) + 40), H = T + cell * double(rows.size()) + 50;
-  std::ostringstream o;
-  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
-    << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  o << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">" << escape(title)
-    << "</text>\n";
-  for (size_t r = 0; r < rows.size(); ++r) {
-    o << "<text x=\"" << L - 6 << "\" y=\"" << T + cell * double(r) + 13 << "\" text-anchor=\"end\">MoE layer " << r
-      << "</text>\n";
-    const double uniform = rows[r].empty() ? 1 : 1.0 / double(rows[r].size());
-    for (size_t c = 0; c < rows[r].size(); ++c) {
-      // load relative to uniform: 0 -> white, 1 -> light blue, >= 2 -> dark orange
-      const double rel = std::min(2.0, rows[r][c] / uniform);
-      int red, green, blue;
-      if (rel <= 1) {
-        red = int(255 - 170 * rel);
-        green = int(255 - 75 * rel);
-        blue = int(255 - 20 * rel);
-      } else {
-        const double k = rel - 1;
-        red = int(85 + 128 * k);
-        green = int(180 - 86 * k);
-        blue = int(235 - 235 * k);
+    if (const auto it = j.find("balance_per_layer"); it != j.end() && !it->is_null())
+      r.balance_per_layer = numbers(*it, where, "balance_per_layer");
+    if (const auto it = j.find("expert_load"); it != j.end() && !it->is_null()) {
+      if (!it->is_array())
+        throw Error(where, "'expert_load' is " + std::string(it->type_name()) +
+                               ", expected an array per MoE layer");
+      std::vector<std::vector<double>> load;
+      for (const json& layer : *it) load.push_back(numbers(layer, where, "expert_load"));
+      // The last step's loads; on a repeated step the later line wins.
+      if (r.step >= log.last_expert_load_step) {
+        log.last_expert_load = std::move(load);
+        log.last_expert_load_step = r.step;
       }
-      o << "<rect x=\"" << L + cell * double(c) << "\" y=\"" << T + cell * double(r) << "\" width=\"" << cell - 1
-        << "\" height=\"" << cell - 1 << "\" fill=\"rgb(" << red << "," << green << "," << blue << ")\"><title>expert " << c
-        << ": " << fmt(rows[r][c] * 100) << "% of tokens</title></rect>\n";
     }
+    records.push_back(std::move(r));
   }
-  o << "<text x=\"" << L << "\" y=\"" << H - 14 << "\">expert (colour: load vs uniform; white 0, blue 1x, orange 2x+)</text>\n";
-  o << "</svg>\n";
-  return o.str();
+  if (!failed.empty()) {
+    if (!failed[0].truncated)
+      throw Error(path + ":" + std::to_string(failed[0].line), failed[0].message);
+    warnings->push_back(path + ":" + std::to_string(failed[0].line) +
+                        ": skipped a truncated last line (a run stopped mid-write)");
+  }
+  if (records.empty()) throw Error(path, "holds no complete metrics line yet");
+
+  bool increasing = true;
+  for (size_t i = 1; i < records.size(); ++i) increasing &= records[i].step > records[i - 1].step;
+  if (!increasing) {
+    std::stable_sort(records.begin(), records.end(),
+                     [](const Record& a, const Record& b) { return a.step < b.step; });
+    std::vector<Record> unique;
+    for (auto& r : records) {
+      if (!unique.empty() && unique.back().step == r.step)
+        unique.back() = std::move(r);
+      else
+        unique.push_back(std::move(r));
+    }
+    warnings->push_back(
+        path + ": " + std::to_string(records.size() - unique.size()) +
+        " lines repeat an earlier step (a resumed run?); kept the later line of each step");
+    records = std::move(unique);
+  }
+  for (size_t k = 0; k < kScalarCount; ++k) log.scalars[kScalarKeys[k]].reserve(records.size());
+  for (const Record& r : records) {
+    log.steps.push_back(r.step);
+    for (size_t k = 0; k < kScalarCount; ++k) log.scalars[kScalarKeys[k]].push_back(r.values[k]);
+    log.balance_per_layer.push_back(r.balance_per_layer);
+  }
+  return log;
 }
 
-void write(const fs::path& path, const std::string& text, PlotReport* report) {
-  write_file_atomic(path.string(), text.data(), text.size());
-  report->files.push_back(path.string());
+namespace {
+
+struct Curve {
+  std::vector<double> x, y;  // finite points only
+};
+
+Curve curve(const MetricsLog& log, const std::string& key) {
+  Curve c;
+  const auto& values = log.scalars.at(key);
+  for (size_t i = 0; i < values.size(); ++i)
+    if (std::isfinite(values[i])) {
+      c.x.push_back(double(log.steps[i]));
+      c.y.push_back(values[i]);
+    }
+  return c;
+}
+
+// Exponential moving average with TensorBoard's bias correction, so the first points are not
+// pulled toward zero: ema_t = (s * m_{t-1} + (1 - s) * y_t) / (1 - s^t).
+std::vector<double> ema(const std::vector<double>& y, double s) {
+  std::vector<double> out(y.size());
+  double m = 0, weight = 1;
+  for (size_t i = 0; i < y.size(); ++i) {
+    m = s * m + (1 - s) * y[i];
+    weight *= s;
+    out[i] = m / (1 - weight);
+  }
+  return out;
+}
+
+// The raw curve, light and thin, under its EMA in the same colour.
+void add_smoothed(std::vector<svg::Line>* lines, const Curve& c, const std::string& name,
+                  const std::string& colour, double smooth, bool legend_raw) {
+  svg::Line raw{name, c.x, c.y, colour, 1.5, 1.0, false, false};
+  if (smooth <= 0) {
+    lines->push_back(raw);
+    return;
+  }
+  raw.width = 1;
+  raw.opacity = 0.3;
+  if (!legend_raw) raw.name.clear();
+  lines->push_back(raw);
+  char label[32];
+  std::snprintf(label, sizeof label, " (EMA %.2g)", smooth);
+  lines->push_back(
+      {legend_raw ? name + label : name, c.x, ema(c.y, smooth), colour, 2.0, 1.0, false, false});
+}
+
+double last(const std::vector<double>& v) { return v.empty() ? NAN : v.back(); }
+
+std::string step_range(const MetricsLog& log) {
+  return std::to_string(log.steps.size()) + (log.steps.size() == 1 ? " step" : " steps") + " (" +
+         std::to_string(log.steps.front()) + "\u2013" + std::to_string(log.steps.back()) + ")";
+}
+
+constexpr double kWidth = 800, kHeader = 56;
+
+std::string loss_figure(const MetricsLog& log, const std::string& run, const PlotOptions& o) {
+  const Curve train = curve(log, "loss"), val = curve(log, "val_loss"),
+              mtp = curve(log, "mtp_loss");
+  const Curve lr = curve(log, "lr"), grad = curve(log, "grad_norm");
+  svg::Chart loss{
+      "Loss", "step",  o.log_y ? "cross-entropy (nats, log scale)" : "cross-entropy (nats)",
+      {},     o.log_y, true};
+  add_smoothed(&loss.lines, train, "train", svg::kPalette[0], o.smooth, true);
+  if (!mtp.x.empty())
+    loss.lines.push_back({"MTP (EMA)", mtp.x, o.smooth > 0 ? ema(mtp.y, o.smooth) : mtp.y,
+                          svg::kPalette[2], 1.5, 1.0, false, true});
+  if (!val.x.empty())
+    loss.lines.push_back({"validation", val.x, val.y, svg::kPalette[1], 2.0, 1.0, true, false});
+
+  std::string subtitle = step_range(log);
+  if (!train.y.empty())
+    subtitle +=
+        " \u00b7 last train loss " + svg::format_number(train.y.back()) +
+        (o.smooth > 0 ? " (EMA " + svg::format_number(last(ema(train.y, o.smooth))) + ")" : "");
+  if (!val.y.empty())
+    subtitle += " \u00b7 validation " + svg::format_number(val.y.back()) + " at step " +
+                std::to_string(int64_t(val.x.back())) + ", best " +
+                svg::format_number(*std::min_element(val.y.begin(), val.y.end()));
+  const bool small_row = !lr.x.empty() || !grad.x.empty();
+  const double main_h = train.x.empty() && val.x.empty() && mtp.x.empty() ? 0 : 400, small_h = 210;
+  svg::Document doc(kWidth, kHeader + main_h + (small_row ? small_h : 0) + 8);
+  doc.title("Training \u00b7 " + run, subtitle);
+  if (main_h > 0) doc.chart(loss, {0, kHeader, kWidth, main_h});
+  std::vector<svg::Chart> small;
+  if (!lr.x.empty())
+    small.push_back({"Learning rate",
+                     "step",
+                     "",
+                     {{"", lr.x, lr.y, svg::kPalette[2], 1.5, 1.0, false, false}},
+                     false,
+                     false});
+  if (!grad.x.empty()) {
+    svg::Chart g{"Gradient norm (before clipping)", "step", "", {}, false, false};
+    add_smoothed(&g.lines, grad, "", svg::kPalette[3], o.smooth, false);
+    small.push_back(g);
+  }
+  for (size_t i = 0; i < small.size(); ++i) {
+    const double w = kWidth / double(small.size());
+    doc.chart(small[i], {w * double(i), kHeader + main_h, w, small_h});
+  }
+  return doc.str();
+}
+
+std::string experts_figure(const MetricsLog& log, const std::string& run, const PlotOptions& o) {
+  size_t layers = 0;
+  for (const auto& b : log.balance_per_layer) layers = std::max(layers, b.size());
+  svg::Chart chart{"Max / mean tokens per expert (1 = perfectly even)",
+                   "step",
+                   "max load / mean load",
+                   {},
+                   false,
+                   true};
+  const bool many = layers > size_t(svg::kPaletteSize - 2);
+  for (size_t l = 0; l < layers; ++l) {
+    Curve c;
+    for (size_t i = 0; i < log.steps.size(); ++i)
+      if (l < log.balance_per_layer[i].size() && std::isfinite(log.balance_per_layer[i][l])) {
+        c.x.push_back(double(log.steps[i]));
+        c.y.push_back(log.balance_per_layer[i][l]);
+      }
+    const std::string name = "MoE layer " + std::to_string(l);
+    if (!many) {
+      add_smoothed(&chart.lines, c, name, svg::kPalette[l], o.smooth, false);
+    } else {
+      // Too many layers for one colour each: an ordered colour map, EMA only, and the legend
+      // names the first and the last layer.
+      const bool named = l == 0 || l + 1 == layers;
+      chart.lines.push_back({named ? name : "", c.x, o.smooth > 0 ? ema(c.y, o.smooth) : c.y,
+                             svg::viridis(0.85 * double(l) / double(layers - 1)), 1.25, 0.9, false,
+                             false});
+    }
+  }
+  const Curve mean = curve(log, "balance");
+  const bool dense = std::all_of(mean.y.begin(), mean.y.end(), [](double b) { return b == 1.0; });
+  if (layers == 0 && !mean.x.empty() && !dense)
+    add_smoothed(&chart.lines, mean, "mean over MoE layers", svg::kPalette[0], o.smooth, false);
+  else if (many && !mean.x.empty())
+    chart.lines.push_back({"mean", mean.x, o.smooth > 0 ? ema(mean.y, o.smooth) : mean.y, "#000000",
+                           2, 1, false, true});
+  const auto& load = log.last_expert_load;
+  const bool heat = !load.empty() && !load[0].empty();
+  if (chart.lines.empty() && !heat) return "";
+
+  std::string subtitle = step_range(log);
+  if (!mean.y.empty())
+    subtitle +=
+        " \u00b7 mean over MoE layers at the last step " + svg::format_number(mean.y.back());
+  const double chart_h = chart.lines.empty() ? 0 : 340;
+  const double cell_h = std::clamp(260.0 / double(std::max<size_t>(load.size(), 1)), 5.0, 26.0);
+  const double heat_h = heat ? 30 + std::max(cell_h * double(load.size()), 120.0) + 40 : 0;
+  svg::Document doc(kWidth, kHeader + chart_h + heat_h + 8);
+  doc.title("Expert load \u00b7 " + run, subtitle);
+  if (chart_h > 0) doc.chart(chart, {0, kHeader, kWidth, chart_h});
+  if (heat)
+    doc.heatmap({"Share of routed tokens at step " + std::to_string(log.last_expert_load_step) +
+                     ", relative to uniform",
+                 "expert", "MoE layer", load},
+                {0, kHeader + chart_h + 6, kWidth, heat_h});
+  return doc.str();
+}
+
+std::string throughput_figure(const MetricsLog& log, const std::string& run, const PlotOptions& o) {
+  const Curve c = curve(log, "tokens_per_sec");
+  if (c.y.empty()) return "";
+  std::vector<double> sorted = c.y;
+  std::nth_element(sorted.begin(), sorted.begin() + long(sorted.size() / 2), sorted.end());
+  const std::string subtitle =
+      step_range(log) + " \u00b7 median " + svg::format_number(sorted[sorted.size() / 2]) +
+      " tokens/s \u00b7 last " + svg::format_number(c.y.back()) + " tokens/s";
+  svg::Chart chart{"Training throughput", "step", "tokens / s", {}, false, false};
+  add_smoothed(&chart.lines, c, "tokens/s", svg::kPalette[4], o.smooth, false);
+  svg::Document doc(kWidth, kHeader + 380 + 8);
+  doc.title("Throughput \u00b7 " + run, subtitle);
+  doc.chart(chart, {0, kHeader, kWidth, 380});
+  return doc.str();
+}
+
+std::string rl_figure(const MetricsLog& log, const std::string& run, const PlotOptions& o) {
+  const std::pair<const char*, const char*> keys[] = {
+      {"reward", "Reward"},
+      {"accuracy", "Accuracy"},
+      {"response_length", "Response length (tokens)"},
+      {"kl", "KL to reference"},
+      {"clip_fraction", "Clip fraction"},
+      {"entropy", "Entropy (nats)"}};
+  std::vector<svg::Chart> panels;
+  for (const auto& [key, title] : keys) {
+    const Curve c = curve(log, key);
+    if (c.x.empty()) continue;
+    svg::Chart chart{title, "step", "", {}, false, false};
+    add_smoothed(&chart.lines, c, key, svg::kPalette[panels.size() % svg::kPaletteSize], o.smooth,
+                 false);
+    panels.push_back(chart);
+  }
+  if (panels.empty()) return "";
+  const size_t columns = std::min<size_t>(3, panels.size()),
+               rows = (panels.size() + columns - 1) / columns;
+  const double w = kWidth / double(columns), h = 240;
+  svg::Document doc(kWidth, kHeader + h * double(rows) + 8);
+  doc.title("Reinforcement learning \u00b7 " + run, step_range(log));
+  for (size_t i = 0; i < panels.size(); ++i)
+    doc.chart(panels[i], {w * double(i % columns), kHeader + h * double(i / columns), w, h});
+  return doc.str();
+}
+
+std::string index_html(const std::string& run, const std::vector<std::string>& svgs,
+                       const std::vector<std::string>& warnings) {
+  std::string html = "<!doctype html>\n<html lang=\"en\">\n<meta charset=\"utf-8\">\n<title>" +
+                     svg::escape(run) +
+                     " \u00b7 whale</title>\n<style>\n"
+                     "body { font-family: Helvetica, Arial, sans-serif; margin: 24px; color: #222; "
+                     "background: #f6f6f6; }\n"
+                     "img { display: block; max-width: 100%; margin: 0 0 24px; background: #fff; "
+                     "box-shadow: 0 1px 4px #0002; }\n"
+                     ".warning { color: #a33; }\n</style>\n<h1>" +
+                     svg::escape(run) + "</h1>\n";
+  for (const auto& w : warnings) html += "<p class=\"warning\">" + svg::escape(w) + "</p>\n";
+  for (const auto& f : svgs)
+    html += "<img src=\"" + svg::escape(f) + "\" alt=\"" + svg::escape(f) + "\">\n";
+  return html;
 }
 
 }  // namespace
 
 PlotReport plot_run(const std::string& run_dir, const PlotOptions& options) {
-  const fs::path metrics = fs::path(run_dir) / "metrics.jsonl";
-  if (!fs::exists(metrics)) throw Error(metrics.string(), "not found: is this a whale run directory?");
-  std::istringstream in(read_text_file(metrics.string()));
-  std::vector<json> rows;
-  std::string line;
-  int64_t line_no = 0;
-  std::vector<std::pair<int64_t, std::string>> bad;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.empty()) continue;
-    try {
-      json j = json::parse(line);
-      if (!j.contains("step") || !j["step"].is_number()) throw std::runtime_error("missing numeric 'step'");
-      rows.push_back(std::move(j));
-    } catch (const std::exception& e) {
-      bad.push_back({line_no, e.what()});
-    }
-  }
+  if (!std::isfinite(options.smooth) || options.smooth < 0 || options.smooth >= 1)
+    throw Error("--smooth", std::to_string(options.smooth) +
+                                " is not an EMA factor (expected 0 <= smooth < 1)");
+  if (!fs::is_directory(run_dir))
+    throw Error(run_dir, "not a directory (expected a whale run directory)");
+  const fs::path dir(run_dir);
+  const fs::path metrics = dir / "metrics.jsonl";
+  if (!fs::exists(metrics))
+    throw Error(metrics.string(), "not found (whale pretrain writes it into its --out directory)");
   PlotReport report;
-  if (!bad.empty()) {
-    // A run killed mid-write leaves a truncated last line; anything else is an error.
-    if (bad.size() == 1 && bad[0].first == line_no)
-      report.warnings.push_back(metrics.string() + ": skipped a truncated last line " + std::to_string(line_no));
-    else
-      throw Error(metrics.string() + ":" + std::to_string(bad[0].first), "not a JSON metrics record: " + bad[0].second);
-  }
-  if (rows.empty()) throw Error(metrics.string(), "holds no metrics yet");
-  auto series = [&](const std::string& key, const std::string& name, int colour) {
-    Series s;
-    s.name = name;
-    s.colour = kPalette[colour % 8];
-    for (const auto& r : rows)
-      if (r.contains(key) && r[key].is_number()) {
-        s.x.push_back(r["step"].get<double>());
-        s.y.push_back(r[key].get<double>());
-      }
-    return s;
+  const MetricsLog log = read_metrics_log(metrics.string(), &report.warnings);
+  std::string run = fs::weakly_canonical(fs::absolute(dir)).filename().string();
+  if (run.empty()) run = run_dir;
+
+  std::vector<std::string> names;
+  auto write = [&](const std::string& name, const std::string& text) {
+    if (text.empty()) return;
+    const std::string path = (dir / name).string();
+    write_file_atomic(path, text.data(), text.size());
+    report.files.push_back(path);
+    names.push_back(name);
   };
-  Series raw = series("loss", "train loss", 0);
-  raw.opacity = 0.3;
-  raw.width = 1;
-  Series smooth = raw;
-  smooth.name = "train (EMA)";
-  smooth.opacity = 1;
-  smooth.width = 2;
-  double ema = smooth.y.empty() ? 0 : smooth.y[0];
-  for (auto& y : smooth.y) y = ema = options.smooth * ema + (1 - options.smooth) * y;
-  Series val = series("val_loss", "validation loss", 1);
-  val.markers = true;
-  std::vector<Series> loss_series{raw, smooth, val};
-  Series mtp = series("mtp_loss", "MTP loss", 2);
-  mtp.opacity = 0.7;
-  if (!mtp.x.empty()) loss_series.push_back(mtp);
-  write(fs::path(run_dir) / "loss.svg", line_chart("Loss", "step", "cross-entropy (nats)", loss_series, options.log_y),
-        &report);
-  write(fs::path(run_dir) / "lr.svg", line_chart("Learning rate", "step", "lr", {series("lr", "lr", 2)}, false), &report);
-  write(fs::path(run_dir) / "throughput.svg",
-        line_chart("Throughput", "step", "tokens / s", {series("tokens_per_sec", "tokens/s", 4)}, false), &report);
-  std::vector<Series> balance;
-  for (const auto& r : rows)
-    if (r.contains("balance_per_layer") && r["balance_per_layer"].is_array())
-      for (size_t l = 0; l < r["balance_per_layer"].size(); ++l) {
-        if (balance.size() <= l) {
-          Series s;
-          s.name = "MoE layer " + std::to_string(l);
-          s.colour = kPalette[l % 8];
-          s.width = 1.5;
-          balance.push_back(s);
-        }
-        balance[l].x.push_back(r["step"].get<double>());
-        balance[l].y.push_back(r["balance_per_layer"][l].get<double>());
-      }
-  if (!balance.empty())
-    write(fs::path(run_dir) / "experts.svg",
-          line_chart("Expert balance (max load / mean load)", "step", "max / mean", balance, false), &report);
-  for (auto it = rows.rbegin(); it != rows.rend(); ++it)
-    if (it->contains("expert_load") && (*it)["expert_load"].is_array()) {
-      std::vector<std::vector<double>> loads;
-      for (const auto& layer : (*it)["expert_load"]) {
-        loads.emplace_back();
-        for (const auto& v : layer) loads.back().push_back(v.get<double>());
-      }
-      write(fs::path(run_dir) / "expert_load.svg",
-            heatmap("Expert load at step " + std::to_string((*it)["step"].get<int64_t>()), loads), &report);
-      break;
-    }
-  std::vector<std::string> rl_keys{"reward", "accuracy", "response_length", "kl", "clip_fraction", "entropy"};
-  int colour = 0;
-  for (const auto& key : rl_keys) {
-    Series s = series(key, key, colour++);
-    if (!s.x.empty()) write(fs::path(run_dir) / ("rl_" + key + ".svg"), line_chart(key, "step", key, {s}, false), &report);
-  }
-  std::string html = "<!doctype html><meta charset=utf-8><title>whale run</title><body style=\"font-family:sans-serif\">\n";
-  html += "<h2>" + escape(run_dir) + "</h2>\n";
-  for (const auto& f : report.files) html += "<img src=\"" + fs::path(f).filename().string() + "\"><br>\n";
-  write(fs::path(run_dir) / "index.html", html, &report);
+  bool training = false;
+  for (const char* key : {"loss", "val_loss", "mtp_loss", "lr", "grad_norm"})
+    training |= !curve(log, key).x.empty();
+  if (training) write("loss.svg", loss_figure(log, run, options));
+  write("experts.svg", experts_figure(log, run, options));
+  write("throughput.svg", throughput_figure(log, run, options));
+  write("rl.svg", rl_figure(log, run, options));
+  if (names.empty())
+    report.warnings.push_back(metrics.string() +
+                              ": no key that whale plot draws; no charts written");
+  write("index.html", index_html(run, names, report.warnings));
   return report;
 }
 

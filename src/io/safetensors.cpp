@@ -80,7 +80,10 @@ std::vector<TensorInfo> parse_safetensors_header(const uint8_t* bytes, size_t fi
       throw Error(where, "data_offsets must be [begin, end] non-negative integers");
     info.begin = entry["data_offsets"][0].get<uint64_t>();
     info.end = entry["data_offsets"][1].get<uint64_t>();
-    if (info.begin > info.end || info.end > data_size)
+    if (info.begin > info.end)
+      throw Error(where, "data_offsets [" + std::to_string(info.begin) + ", " + std::to_string(info.end) +
+                             "] are reversed (begin after end)");
+    if (info.end > data_size)
       throw Error(where, "data_offsets [" + std::to_string(info.begin) + ", " +
                              std::to_string(info.end) + "] lie outside the data section of " +
                              std::to_string(data_size) + " bytes");
@@ -95,10 +98,14 @@ std::vector<TensorInfo> parse_safetensors_header(const uint8_t* bytes, size_t fi
   for (const auto& t : tensors) sorted.push_back(&t);
   std::sort(sorted.begin(), sorted.end(),
             [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
-  for (size_t i = 1; i < sorted.size(); ++i) {
-    if (sorted[i]->begin < sorted[i - 1]->end && sorted[i]->begin != sorted[i]->end)
-      throw Error(source, "tensors '" + sorted[i - 1]->name + "' and '" + sorted[i]->name +
-                              "' overlap in the data section");
+  // Compare each tensor with the furthest-reaching one before it, not just its neighbour: an
+  // empty tensor sorted in between must not hide an overlap.
+  const TensorInfo* reach = nullptr;
+  for (const TensorInfo* t : sorted) {
+    if (t->begin == t->end) continue;
+    if (reach && t->begin < reach->end)
+      throw Error(source, "tensors '" + reach->name + "' and '" + t->name + "' overlap in the data section");
+    if (!reach || t->end > reach->end) reach = t;
   }
   if (data_start) *data_start = start;
   return tensors;

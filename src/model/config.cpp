@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include <cmath>
+#include <cstdio>
 
 #include "core/error.h"
 #include "core/mmap.h"
@@ -38,7 +39,9 @@ struct Reader {
       throw Error(where(field), "is missing; expected an integer");
     }
     const json& v = j[field];
-    if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int64_t>();  // eos lists
+    // Token ids may be lists (generation configs list several eos ids); whale uses the first.
+    const bool token_id = field.ends_with("_token_id");
+    if (token_id && v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int64_t>();
     if (!v.is_number_integer()) throw Error(where(field), "is " + v.dump() + "; expected an integer");
     return v.get<int64_t>();
   }
@@ -116,8 +119,10 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     throw Error(r.where("qk_rope_head_dim"), "is " + std::to_string(c.qk_rope_head_dim) + "; RoPE needs an even dimension");
   if (c.rms_norm_eps <= 0) throw Error(r.where("rms_norm_eps"), "must be positive");
   if (c.rope_theta <= 0) throw Error(r.where("rope_theta"), "must be positive");
-  if (c.first_k_dense_replace < 0 || c.num_nextn_predict_layers < 0 || c.n_routed_experts < 0)
-    throw Error(source, "first_k_dense_replace, num_nextn_predict_layers and n_routed_experts must not be negative");
+  for (auto [name, value] : {std::pair<const char*, int64_t>{"first_k_dense_replace", c.first_k_dense_replace},
+                             {"num_nextn_predict_layers", c.num_nextn_predict_layers},
+                             {"n_routed_experts", c.n_routed_experts}})
+    if (value < 0) throw Error(r.where(name), "is " + std::to_string(value) + "; expected a non-negative integer");
   if (c.num_nextn_predict_layers > 1)
     throw Error(r.where("num_nextn_predict_layers"), "is " + std::to_string(c.num_nextn_predict_layers) +
                                                          "; whale supports 0 or 1 MTP layer (as V3/R1 ship)");
@@ -130,6 +135,9 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     c.moe_intermediate_size = r.integer("moe_intermediate_size");
     r.positive("moe_intermediate_size", c.moe_intermediate_size);
     c.n_shared_experts = r.integer("n_shared_experts", 0);
+    if (c.n_shared_experts < 0)
+      throw Error(r.where("n_shared_experts"), "is " + std::to_string(c.n_shared_experts) +
+                                                   "; expected a non-negative integer or null");
     c.num_experts_per_tok = r.integer("num_experts_per_tok");
     r.positive("num_experts_per_tok", c.num_experts_per_tok);
     if (c.num_experts_per_tok > c.n_routed_experts)
@@ -195,11 +203,34 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     if (q.contains("weight_block_size")) {
       const json& b = q["weight_block_size"];
       if (!b.is_array() || b.size() != 2 || !b[0].is_number_integer() || !b[1].is_number_integer() ||
-          b[0].get<int64_t>() <= 0 || b[1].get<int64_t>() <= 0)
-        throw Error(where + ".weight_block_size", "must be [rows, cols] of positive integers");
+          b[0].get<int64_t>() <= 0 || b[1].get<int64_t>() <= 0 || b[0].get<int64_t>() > (1 << 30) ||
+          b[1].get<int64_t>() > (1 << 30))  // bounded so rows + block - 1 cannot overflow
+        throw Error(where + ".weight_block_size", "must be [rows, cols] of positive integers up to 2^30");
       c.fp8_block_rows = b[0].get<int64_t>();
       c.fp8_block_cols = b[1].get<int64_t>();
     }
+  }
+
+  // Tensor shapes, parameter_count() and the KV cache multiply these fields in int64. Bound the
+  // model's size (estimated in double, generously) so that no such product can overflow; 2^50
+  // parameters is over a thousand times DeepSeek-V3.
+  const double h = double(c.hidden_size), heads = double(c.num_attention_heads);
+  const double qk = double(c.qk_nope_head_dim) + double(c.qk_rope_head_dim);
+  const double attention =
+      (c.q_lora_rank > 0 ? double(c.q_lora_rank) * (h + 1 + heads * qk) : heads * qk * h) +
+      (double(c.kv_lora_rank) + double(c.qk_rope_head_dim)) * h +
+      double(c.kv_lora_rank) * (1 + heads * (double(c.qk_nope_head_dim) + double(c.v_head_dim))) +
+      h * heads * double(c.v_head_dim);
+  const double mlp = 3 * h * (double(c.intermediate_size) +
+                              (double(c.n_routed_experts) + double(c.n_shared_experts)) * double(c.moe_intermediate_size)) +
+                     double(c.n_routed_experts) * (h + 1);
+  const double layers = double(c.num_hidden_layers) + double(c.num_nextn_predict_layers);
+  const double total = layers * (attention + mlp + 4 * h + 2 * h * h) + 2 * double(c.vocab_size) * h;
+  if (total > 0x1p50) {
+    char count[32];
+    std::snprintf(count, sizeof count, "%.3g", total);
+    throw Error(source, std::string("the sizes (hidden_size, num_hidden_layers, n_routed_experts, ...) describe about ") +
+                            count + " parameters; whale supports at most 2^50");
   }
   return c;
 }

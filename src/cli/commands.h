@@ -12,4 +12,5 @@ void register_grad(CLI::App& app);
 void register_data(CLI::App& app);
 void register_pretrain(CLI::App& app);
 void register_plot(CLI::App& app);
+void register_serve(CLI::App& app);
 }  // namespace whale::cli

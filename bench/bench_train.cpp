@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -18,6 +19,7 @@
 using namespace whale;
 using Clock = std::chrono::steady_clock;
 
+// Best of a few 1024^3 SGEMMs on OpenBLAS's threads: the machine's own FP32 matmul ceiling now.
 static double sgemm_peak() {
   const int n = 1024;
   std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
@@ -28,6 +30,39 @@ static double sgemm_peak() {
     best = std::max(best, 2.0 * n * n * n / std::chrono::duration<double>(Clock::now() - t).count() / 1e9);
   }
   return best;
+}
+
+// Weights one token multiplies through in a decoder layer slot: MLA projections, and the dense
+// MLP or the router + shared experts + its top-k routed experts.
+static double layer_matmul_weights(const ModelConfig& c, bool moe) {
+  const double H = double(c.hidden_size), heads = double(c.num_attention_heads), qk = double(c.qk_head_dim());
+  double w = c.q_lora_rank > 0 ? H * double(c.q_lora_rank) + double(c.q_lora_rank) * heads * qk : H * heads * qk;
+  w += H * double(c.kv_lora_rank + c.qk_rope_head_dim);
+  w += double(c.kv_lora_rank) * heads * double(c.qk_nope_head_dim + c.v_head_dim);
+  w += heads * double(c.v_head_dim) * H;
+  if (moe)
+    w += H * double(c.n_routed_experts) +
+         3.0 * H * double(c.moe_intermediate_size) * double(c.n_shared_experts + c.num_experts_per_tok);
+  else
+    w += 3.0 * H * double(c.intermediate_size);
+  return w;
+}
+
+// Model FLOPs of one training step per input token: 6 per weight a token multiplies through
+// (2 forward, 4 backward), plus attention's QK^T and PV, 6 * T * heads * (qk + v) per layer,
+// counted over all T keys as PaLM's MFU does (appendix B). The embedding lookup is not a matmul.
+// The MTP module runs on T - 1 of the T positions with its own layer, eh_proj and the shared head.
+static double flops_per_token(const ModelConfig& c, int64_t T, bool mtp) {
+  const double H = double(c.hidden_size), V = double(c.vocab_size);
+  const double attn = double(c.num_attention_heads) * double(c.qk_head_dim() + c.v_head_dim);
+  double weights = H * V;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) weights += layer_matmul_weights(c, c.is_moe_layer(l));
+  double f = 6.0 * weights + 6.0 * double(T) * attn * double(c.num_hidden_layers);
+  if (mtp && c.num_nextn_predict_layers > 0 && T >= 2) {
+    const double mw = 2.0 * H * H + layer_matmul_weights(c, c.is_moe_layer(c.num_hidden_layers)) + H * V;
+    f += double(T - 1) / double(T) * (6.0 * mw + 6.0 * double(T - 1) * attn);
+  }
+  return f;
 }
 
 int main(int argc, char** argv) {
@@ -61,36 +96,36 @@ int main(int argc, char** argv) {
     LossOptions lo;
     lo.mtp_lambda = mtp_lambda;
     lo.balance_alpha = 1e-4;
-    double seconds = 0;
+    double seconds = 0, first_loss = 0, last_loss = 0;
     for (int64_t s = 0; s <= steps; ++s) {
       for (auto& t : tokens) t = int32_t(rng.next() % uint64_t(c.vocab_size));
       auto t0 = Clock::now();
       grads.zero();
       TrainBatch batch{B, T, tokens.data(), nullptr};
-      graph.forward_backward(batch, lo, grads);
+      const double loss = graph.forward_backward(batch, lo, grads).loss;
+      if (s == 0) first_loss = loss;
+      last_loss = loss;
       opt.clip_grad_norm(1.0);
       opt.step(1e-3);
       if (s > 0) seconds += std::chrono::duration<double>(Clock::now() - t0).count();
     }
     const double tps = double(B * T * steps) / seconds;
-    // 6 FLOPs per active weight per token (forward 2, backward 4) plus attention's
-    // QK^T and PV: 2 * 2 * T/2 * heads * (qk_head_dim + v_head_dim) per token and layer, x3.
-    int64_t active = c.active_parameter_count();
-    double per_token = 6.0 * double(active);
-    const double attn = 3.0 * 2.0 * double(T) * double(c.num_attention_heads) *
-                        double(c.qk_head_dim() + c.v_head_dim) * double(c.num_hidden_layers);
-    per_token += attn;
-    if (mtp_lambda > 0 && c.num_nextn_predict_layers > 0)
-      per_token += 6.0 * double(c.parameter_count(true) - c.parameter_count(false)) / 3.0;  // rough MTP share
+    const double per_token = flops_per_token(c, T, mtp_lambda > 0);
     struct rusage u;
     getrusage(RUSAGE_SELF, &u);
-    std::printf("config %s: %.1fM params (%.1fM active), batch %lld x %lld, %s, %d threads\n", config.c_str(),
-                double(c.parameter_count()) / 1e6, double(active) / 1e6, (long long)B, (long long)T, precision.c_str(),
-                omp_get_max_threads());
+    size_t grad_bytes = 0;
+    for (const auto& s : grads.storage) grad_bytes += s.size() * sizeof(float);
+    std::printf("config %s: %.1fM params (%.1fM active), batch %lld x %lld, %s, %d threads, loss %.3f -> %.3f\n",
+                config.c_str(), double(c.parameter_count()) / 1e6, double(c.active_parameter_count()) / 1e6,
+                (long long)B, (long long)T, precision.c_str(), omp_get_max_threads(), first_loss, last_loss);
+    std::printf("model FLOPs per token %.1f M (6 x matmul weights + attention over T keys, MTP included)\n",
+                per_token / 1e6);
     std::printf("training: %.0f tokens/s, %.2f GFLOP/s = %.1f%% of the measured sgemm peak %.1f GFLOP/s (MFU)\n", tps,
                 per_token * tps / 1e9, 100.0 * per_token * tps / 1e9 / peak, peak);
-    std::printf("memory: peak RSS %.0f MiB; AdamW state %.1f MB\n", double(u.ru_maxrss) / 1024.0,
-                double(opt.state_bytes()) / 1e6);
+    std::printf("memory: peak RSS %.0f MiB; weights %.1f MB, gradients %.1f MB, AdamW state %.1f MB, "
+                "saved activations %.1f MB\n",
+                double(u.ru_maxrss) / 1024.0, double(c.parameter_count()) * 4 / 1e6, double(grad_bytes) / 1e6,
+                double(opt.state_bytes()) / 1e6, double(graph.activation_bytes()) / 1e6);
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_train: %s\n", e.what());
     return 1;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -21,6 +22,20 @@ void fake_quant_fp8_tiles(const float* in, float* out, int64_t rows, int64_t col
       const float scale = amax > 0 ? amax / 448.0f : 1.0f;
       for (int64_t c = c0; c < c1; ++c) out[r * cols + c] = fp8_round(in[r * cols + c], scale);
     }
+  }
+}
+
+void fake_quant_fp8_column_tiles(const float* in, float* out, int64_t rows, int64_t cols, int64_t tile) {
+  const int64_t groups = (rows + tile - 1) / tile;
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t r0 = g * tile, r1 = std::min(rows, r0 + tile);
+    std::vector<float> amax(size_t(cols), 0.0f);  // row-wise sweep: contiguous reads
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = 0; c < cols; ++c) amax[size_t(c)] = std::max(amax[size_t(c)], std::fabs(in[r * cols + c]));
+    for (int64_t c = 0; c < cols; ++c) amax[size_t(c)] = amax[size_t(c)] > 0 ? amax[size_t(c)] / 448.0f : 1.0f;
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = fp8_round(in[r * cols + c], amax[size_t(c)]);
   }
 }
 

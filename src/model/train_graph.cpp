@@ -112,6 +112,18 @@ void TrainGraph::set_precision(const std::string& name) {
   else throw Error("--precision", "'" + name + "' is not a compute mode (expected fp32, bf16 or fp8)");
 }
 
+size_t TrainGraph::activation_bytes() const {
+  size_t total = 0;
+  for (const LayerActivations* a : acts_) {
+    for (const auto* v : {&a->x_in, &a->xn1, &a->r1, &a->qa, &a->qan, &a->rqa, &a->q, &a->kvc, &a->latent, &a->rkv,
+                          &a->kpe, &a->kv, &a->probs, &a->attn, &a->x_mid, &a->xn2, &a->r2, &a->g, &a->u, &a->act,
+                          &a->scores, &a->gate_w, &a->eg, &a->eu, &a->eact, &a->eout})
+      total += v->size() * sizeof(float);
+    total += a->idx.size() * sizeof(int32_t) + (a->order.size() + a->offsets.size()) * sizeof(int64_t);
+  }
+  return total;
+}
+
 LossReport TrainGraph::forward(const TrainBatch& batch, const LossOptions& options) {
   return run(batch, options, nullptr, 1.0f);
 }
@@ -128,7 +140,8 @@ namespace {
 
 // Compute precision of the decoder layers' projections, simulated on the CPU: operands are
 // rounded to BF16, or quantised to FP8 E4M3 the way DeepSeek-V3 trains (section 3.3: 1x128 tiles
-// for activations and gradients, 128x128 blocks for weights), then multiplied with FP32
+// for activations and gradients along the contraction, 128x1 tiles for Wgrad's token contraction,
+// 128x128 blocks for weights), then multiplied with FP32
 // accumulation. Embedding, router, norms, attention core and heads stay FP32, as in V3.
 struct Quantizer {
   TrainPrecision precision = TrainPrecision::FP32;
@@ -165,9 +178,20 @@ struct Quantizer {
     whale::linear_accumulate(xq_, M, weight(W), y);
   }
   void linear_backward(const float* x, int64_t M, const Tensor& W, const float* dy, float* dx, bool acc, float* dW) {
-    const float* dy_ = rows(dy, M, W.rows(), dyq);
-    const float* x_ = rows(x, M, W.cols(), xq);
-    whale::linear_backward(x_, M, weight(W), dy_, dx, acc, dW);
+    if (precision != TrainPrecision::FP8) {
+      const float* dy_ = rows(dy, M, W.rows(), dyq);
+      const float* x_ = rows(x, M, W.cols(), xq);
+      whale::linear_backward(x_, M, weight(W), dy_, dx, acc, dW);
+      return;
+    }
+    // Dgrad contracts over dy's channels: dy in 1x128 tiles, W in 128x128 blocks.
+    if (dx) whale::linear_backward(nullptr, M, weight(W), rows(dy, M, W.rows(), dyq), dx, acc, nullptr);
+    // Wgrad contracts over tokens: both operands in 128x1 tiles (V3 section 3.5.2).
+    dyq.resize(size_t(M * W.rows()));
+    xq.resize(size_t(M * W.cols()));
+    fake_quant_fp8_column_tiles(dy, dyq.data(), M, W.rows(), 128);
+    fake_quant_fp8_column_tiles(x, xq.data(), M, W.cols(), 128);
+    whale::linear_backward(xq.data(), M, W, dyq.data(), nullptr, false, dW);
   }
 };
 

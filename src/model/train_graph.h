@@ -51,6 +51,8 @@ class TrainGraph {
   ~TrainGraph();
   // fp32, bf16 or fp8: the simulated compute precision of the decoder layers' projections.
   void set_precision(const std::string& name);
+  // Bytes of the activations kept for the backward (all layer slots), as last sized.
+  size_t activation_bytes() const;
   // Forward only (loss and load statistics).
   LossReport forward(const TrainBatch& batch, const LossOptions& options);
   // Forward and backward; gradients are accumulated into grads (scaled by grad_scale,

@@ -1,7 +1,7 @@
 // Inference benchmark: prefill and decode tokens/s, peak resident memory, KV-cache bytes per
 // token, and decode speed as a fraction of the memory-bandwidth limit. Prints the machine's own
 // ceilings (read bandwidth, SGEMM GFLOP/s) first, measured here.
-//   bench_inference --model DIR [--prompt 128] [--decode 32] [--batch 1]
+//   bench_inference --model DIR|FILE.gguf [--prompt 64,512] [--decode 32] [--batch 1] [--speculative]
 #include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -13,6 +13,8 @@
 
 #include "core/error.h"
 #include "infer/generate.h"
+#include "infer/speculative.h"
+#include "kernels/cpu_features.h"
 #include "io/checkpoint.h"
 
 using namespace whale;
@@ -81,18 +83,33 @@ static double active_weight_bytes(const Model& m) {
   return total;
 }
 
+// Prefill of one prompt of n tokens (Generator with max_tokens 1): seconds.
+static double prefill_seconds(Generator& gen, const std::vector<int32_t>& prompt) {
+  GenerateOptions o;
+  o.max_tokens = 1;
+  o.stop_at_eos = false;
+  GenerateStats stats;
+  gen.generate({prompt}, o, {}, &stats);
+  return stats.prefill_seconds;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"whale inference benchmark"};
   std::string dir;
-  int64_t prompt = 128, decode = 32, batch = 1;
+  int64_t decode = 32, batch = 1;
+  std::vector<int64_t> prompts{64, 512};
+  bool speculative = false;
   std::string attn = "auto";
-  app.add_option("--model", dir, "Checkpoint directory (BF16 recommended; loaded memory-mapped)")->required();
-  app.add_option("--prompt", prompt, "Prompt tokens")->capture_default_str();
+  app.add_option("--model", dir, "Checkpoint directory or GGUF file (loaded memory-mapped)")->required();
+  app.add_option("--prompt", prompts, "Prompt lengths to time prefill at (decode uses the first)")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--decode", decode, "Tokens to decode")->capture_default_str();
   app.add_option("--batch", batch, "Sequences decoded together")->capture_default_str();
+  app.add_flag("--speculative", speculative, "Also decode with MTP speculative decoding (greedy) and compare");
   CLI11_PARSE(app, argc, argv);
   try {
-    std::printf("threads: %d\n", omp_get_max_threads());
+    std::printf("threads: %d, quantised kernel path: %s\n", omp_get_max_threads(), kernel_path_name(kernel_path()));
     auto t_load = Clock::now();
     auto model = load_model(dir);
     const double load_s = seconds_since(t_load);
@@ -100,33 +117,48 @@ int main(int argc, char** argv) {
     std::printf("model: %s  %.1fM params (%.1fM active/token), loaded in %.2fs (mmap)\n", dir.c_str(),
                 double(c.parameter_count()) / 1e6, double(c.active_parameter_count()) / 1e6, load_s);
     Generator gen(*model);
+    auto make_prompt = [&](int64_t n) {
+      std::vector<int32_t> p(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) p[size_t(i)] = int32_t((i * 7919 + 13) % c.vocab_size);
+      return p;
+    };
+    prefill_seconds(gen, make_prompt(8));  // warm-up: touch the mapped pages once
+    const double peak = sgemm_gflops();
+    for (int64_t n : prompts) {
+      const double s = prefill_seconds(gen, make_prompt(n));
+      const double tps = double(n) / s;
+      std::printf("prefill %lld: %.3fs = %.1f tok/s (%.1f GFLOP/s of matmul work, %.1f%% of sgemm peak %.1f)\n",
+                  (long long)n, s, tps, 2.0 * double(c.active_parameter_count()) * tps / 1e9,
+                  100.0 * 2.0 * double(c.active_parameter_count()) * tps / 1e9 / peak, peak);
+    }
     GenerateOptions o;
-    o.max_tokens = 1;  // warm-up: touch the pages once
-    o.stop_at_eos = false;
-    std::vector<int32_t> p(static_cast<size_t>(prompt));
-    for (int64_t i = 0; i < prompt; ++i) p[size_t(i)] = int32_t((i * 7919 + 13) % c.vocab_size);
-    gen.generate({std::vector<int32_t>(p.begin(), p.begin() + std::min<int64_t>(prompt, 8))}, o);
     o.max_tokens = decode;
+    o.stop_at_eos = false;
+    const std::vector<int32_t> p = make_prompt(prompts.empty() ? 64 : prompts[0]);
     GenerateStats stats;
     gen.generate(std::vector<std::vector<int32_t>>(size_t(batch), p), o, {}, &stats);
     const double rss = peak_rss_mib();
-    const double bw = read_bandwidth_gbs();
-    const double peak = sgemm_gflops();
-    std::printf("machine: read bandwidth %.1f GB/s, sgemm %.1f GFLOP/s (1024^3, OpenBLAS)\n", bw, peak);
+    const double bw = read_bandwidth_gbs();  // measured now, under the same load as the decode
+    std::printf("machine: read bandwidth %.1f GB/s (measured after decoding, same contention)\n", bw);
     const double weight_bytes = active_weight_bytes(*model);
     const double decode_tps = stats.decode_tokens_per_second();
     // A decode step reads the active weights once for the whole batch (upper bound: the union
     // of experts may be larger than top-k for batch > 1).
     const double steps_per_s = decode_tps / double(batch);
     const double bound_steps = bw * 1e9 / weight_bytes;
-    std::printf("prefill: %lld tokens in %.3fs = %.1f tok/s (%.1f GFLOP/s, %.1f%% of sgemm peak)\n",
-                (long long)stats.prompt_tokens, stats.prefill_seconds, stats.prefill_tokens_per_second(),
-                2.0 * double(c.active_parameter_count()) * stats.prefill_tokens_per_second() / 1e9,
-                100.0 * 2.0 * double(c.active_parameter_count()) * stats.prefill_tokens_per_second() / 1e9 / peak);
-    std::printf("decode:  %lld tokens (batch %lld) = %.2f tok/s; %.1f MB of weights per step -> "
-                "bandwidth bound %.2f steps/s; achieved %.1f%% of it\n",
-                (long long)stats.decode_tokens, (long long)batch, decode_tps, weight_bytes / 1e6, bound_steps,
-                100.0 * steps_per_s / bound_steps);
+    std::printf("decode:  %lld tokens (batch %lld, context %zu) = %.2f tok/s; %.1f MB of weights per step -> "
+                "roofline %.2f steps/s; achieved %.1f%% of it (%.1f GB/s of weights)\n",
+                (long long)stats.decode_tokens, (long long)batch, p.size(), decode_tps, weight_bytes / 1e6,
+                bound_steps, 100.0 * steps_per_s / bound_steps, steps_per_s * weight_bytes / 1e9);
+    if (speculative && c.num_nextn_predict_layers > 0) {
+      SpeculativeGenerator spec(*model);
+      SpeculativeStats ss;
+      spec.generate(std::vector<std::vector<int32_t>>(size_t(batch), p), o, {}, &ss);
+      std::printf("speculative (MTP draft, greedy): %.2f tok/s = %.2fx plain decode; %lld of %lld drafts accepted "
+                  "(%.1f%%)\n",
+                  ss.decode_tokens_per_second(), ss.decode_tokens_per_second() / decode_tps, (long long)ss.accepted,
+                  (long long)ss.drafted, 100.0 * ss.acceptance_rate());
+    }
     std::printf("kv cache: %lld bytes/token (latent %lld + rope %lld floats x %lld layers)\n",
                 (long long)KVCache::bytes_per_token(c), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,
                 (long long)c.num_hidden_layers);

@@ -8,6 +8,7 @@
 #include "cli/util.h"
 #include "core/error.h"
 #include "infer/generate.h"
+#include "infer/speculative.h"
 #include "io/checkpoint.h"
 #include "tokenizer/tokenizer.h"
 
@@ -20,7 +21,7 @@ void register_generate(CLI::App& app) {
     std::string model, prompt_tokens, prompt, attn = "auto";
     int64_t max_tokens = 32, batch = 1;
     SamplingParams sampling;
-    bool ignore_eos = false, quiet = false;
+    bool ignore_eos = false, quiet = false, speculative = false;
   };
   auto opt = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate tokens from a checkpoint, streaming them as they come");
@@ -41,6 +42,9 @@ void register_generate(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--attn", opt->attn, "Attention path: auto, absorb or naive")->capture_default_str();
   cmd->add_flag("--ignore-eos", opt->ignore_eos, "Keep generating past the end-of-sequence token");
+  cmd->add_flag("--speculative", opt->speculative,
+                "Draft each next token with the model's MTP head and verify it in the same forward pass "
+                "(output distribution unchanged; greedy output identical)");
   cmd->add_flag("--quiet", opt->quiet, "Print only the final ids, no speed report");
   cmd->callback([opt] {
     if (opt->batch < 1) throw Error("--batch", "must be at least 1");
@@ -65,12 +69,17 @@ void register_generate(CLI::App& app) {
     g.max_tokens = opt->max_tokens;
     g.sampling = opt->sampling;
     g.stop_at_eos = !opt->ignore_eos;
-    Generator gen(*model, parse_attention_mode(opt->attn));
+    std::optional<Generator> gen;
+    std::optional<SpeculativeGenerator> spec;
+    if (opt->speculative) {
+      spec.emplace(*model, parse_attention_mode(opt->attn));
+    } else {
+      gen.emplace(*model, parse_attention_mode(opt->attn));
+    }
     const tokenizer::Tokenizer* tok_ptr = tok ? &*tok : nullptr;
-    GenerateStats stats;
+    SpeculativeStats stats;
     std::vector<std::vector<int32_t>> prompts(size_t(opt->batch), prompt);
-    auto out = gen.generate(prompts, g,
-                            [&](int64_t b, int32_t tok_id) {
+    TokenCallback stream = [&](int64_t b, int32_t tok_id) {
                               if (opt->batch == 1) {
                                 if (tok_ptr) {
                                   const int id = tok_id;
@@ -83,8 +92,8 @@ void register_generate(CLI::App& app) {
                               }
                               (void)b;
                               return true;
-                            },
-                            &stats);
+                            };
+    auto out = spec ? spec->generate(prompts, g, stream, &stats) : gen->generate(prompts, g, stream, &stats);
     if (opt->batch == 1) {
       std::printf("\n");
     } else {
@@ -103,6 +112,10 @@ void register_generate(CLI::App& app) {
       std::fprintf(stderr, "prefill: %lld tokens, %.1f tok/s | decode: %lld tokens, %.1f tok/s (batch %lld)\n",
                    (long long)stats.prompt_tokens, stats.prefill_tokens_per_second(),
                    (long long)stats.decode_tokens, stats.decode_tokens_per_second(), (long long)opt->batch);
+    if (!opt->quiet && spec)
+      std::fprintf(stderr, "speculative: %lld of %lld MTP drafts accepted (%.1f%%), %.2f tokens per sequence per verify pass\n",
+                   (long long)stats.accepted, (long long)stats.drafted, 100.0 * stats.acceptance_rate(),
+                   stats.drafted > 0 ? double(stats.decode_tokens) / double(stats.drafted) : 0.0);
   });
 }
 

@@ -1,5 +1,6 @@
 // Multi-head Latent Attention (DeepSeek-V2 paper, section 2.1): low-rank joint KV compression
 // with a decoupled RoPE key shared by all heads.
+#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -12,7 +13,7 @@
 namespace whale {
 
 namespace {
-enum Slot { kQa = 8, kLatent, kExpanded, kThreadScratch };
+enum Slot { kQa = 8, kLatent, kExpanded, kThreadScratch, kAbsorbedQ = 20, kAbsorbedScores, kAbsorbedContext };
 constexpr int64_t kAutoNaiveRows = 32;  // spans this long are prefills: expanded K/V is cheaper
 }  // namespace
 
@@ -62,40 +63,54 @@ void Transformer::attend_span(int64_t layer, const SeqSpan& s, int64_t pos0, boo
   const float scale = softmax_scale_;
   const float* kv_b = kv_b_f32_[size_t(layer)].data();  // [heads * (nope + vd), rank]
   const float* q = q_scratch_.data();
-  const int threads = omp_get_max_threads();
-  const int64_t per_thread = 2 * rank + L;
-  std::vector<float>& scratch = buffer(kThreadScratch, size_t(threads * per_thread));
 
   if (absorbed) {
-    // score = (W_UK^T q_nope) · c_s + q_rope · k_s^R ; out = W_UV (sum_s p_s c_s)
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t i = 0; i < s.rows; ++i) {
-      for (int64_t h = 0; h < heads; ++h) {
-        float* qabs = scratch.data() + omp_get_thread_num() * per_thread;
-        float* ctx = qabs + rank;
-        float* scores = ctx + rank;
-        const int64_t t = s.row_begin + i, visible = pos0 + i + 1;
-        const float* qn = q + (t * heads + h) * qhd;
-        const float* qr = qn + nope;
-        const float* w_uk = kv_b + h * (nope + vd) * rank;
-        const float* w_uv = w_uk + nope * rank;
-        std::fill(qabs, qabs + rank, 0.0f);
-        for (int64_t d = 0; d < nope; ++d) axpy(qn[d], w_uk + d * rank, qabs, rank);
-        for (int64_t p = 0; p < visible; ++p) {
-          const float* row = s.cache->row(layer, p);
-          scores[p] = (dot(qabs, row, rank) + dot(qr, row + rank, rope)) * scale;
-        }
-        softmax(scores, visible);
-        std::fill(ctx, ctx + rank, 0.0f);
-        for (int64_t p = 0; p < visible; ++p) axpy(scores[p], s.cache->row(layer, p), ctx, rank);
-        float* o = out + (t * heads + h) * vd;
-        for (int64_t j = 0; j < vd; ++j) o[j] = dot(w_uv + j * rank, ctx, rank);
-      }
+    // score = (W_UK^T q_nope) · c_s + q_rope · k_s^R ; out = W_UV (sum_s p_s c_s).
+    // Fused over heads: the span's cached rows [L, rank + rope] are one matrix C, so scores for
+    // all rows and heads are one GEMM with C^T and the context one GEMM with C: each cached
+    // latent is read once per layer, not once per head.
+    const int64_t HR = s.rows * heads;
+    std::vector<float>& qcat = buffer(kAbsorbedQ, size_t(HR * width));
+    // Short spans (decode) size the scores for the cache's capacity up front, so later steps
+    // with longer contexts reuse the buffer instead of growing it.
+    std::vector<float>& probs = buffer(kAbsorbedScores, size_t(HR * (s.rows < kAutoNaiveRows ? s.cache->capacity() : L)));
+    std::vector<float>& ctx = buffer(kAbsorbedContext, size_t(HR * rank));
+    const float* C = s.cache->row(layer, 0);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < HR; ++r) {
+      const int64_t i = r / heads, h = r % heads, t = s.row_begin + i;
+      const float* qn = q + (t * heads + h) * qhd;
+      const float* w_uk = kv_b + h * (nope + vd) * rank;
+      float* qabs = qcat.data() + r * width;
+      std::fill(qabs, qabs + rank, 0.0f);
+      for (int64_t d = 0; d < nope; ++d) axpy(qn[d], w_uk + d * rank, qabs, rank);
+      std::copy_n(qn + nope, rope, qabs + rank);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(HR), int(L), int(width), scale, qcat.data(), int(width), C,
+                int(width), 0.0f, probs.data(), int(L));
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < HR; ++r) {
+      const int64_t visible = pos0 + r / heads + 1;  // causal: row i sees positions <= pos0 + i
+      float* p = probs.data() + r * L;
+      softmax(p, visible);
+      std::fill(p + visible, p + L, 0.0f);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(HR), int(rank), int(L), 1.0f, probs.data(), int(L), C,
+                int(width), 0.0f, ctx.data(), int(rank));
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < HR; ++r) {
+      const int64_t i = r / heads, h = r % heads, t = s.row_begin + i;
+      const float* w_uv = kv_b + (h * (nope + vd) + nope) * rank;
+      float* o = out + (t * heads + h) * vd;
+      for (int64_t j = 0; j < vd; ++j) o[j] = dot(w_uv + j * rank, ctx.data() + r * rank, rank);
     }
     return;
   }
 
   // Naive reference: materialise k_nope and v for every cached position.
+  const int threads = omp_get_max_threads();
+  const int64_t per_thread = 2 * rank + L;
+  std::vector<float>& scratch = buffer(kThreadScratch, size_t(threads * per_thread));
   std::vector<float>& latent = buffer(kLatent, size_t(L * rank));
   for (int64_t p = 0; p < L; ++p) std::memcpy(latent.data() + p * rank, s.cache->row(layer, p), size_t(rank) * 4);
   std::vector<float>& kv = buffer(kExpanded, size_t(L * heads * (nope + vd)));

@@ -91,6 +91,13 @@ void Transformer::logits(const float* hidden, const std::vector<int64_t>& rows, 
 
 void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, const std::vector<SeqSpan>& spans,
                              float* out, int64_t k) {
+  std::vector<int64_t> all(size_t(total_rows(spans)));
+  for (size_t i = 0; i < all.size(); ++i) all[i] = int64_t(i);
+  mtp_logits(hidden, next_tokens, spans, all, out, k);
+}
+
+void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, const std::vector<SeqSpan>& spans,
+                             const std::vector<int64_t>& out_rows, float* out, int64_t k) {
   if (k >= config_.num_nextn_predict_layers) throw Error("mtp", "this model has no MTP layer " + std::to_string(k));
   const int64_t T = total_rows(spans), H = config_.hidden_size;
   check_spans(spans, true);
@@ -108,9 +115,14 @@ void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, co
   }
   linear(in.data(), T, m.eh_proj, x.data());
   decoder_layer(m, config_.num_hidden_layers + k, x.data(), T, spans, true);
-  std::vector<float>& normed = buffer(kHeadIn, size_t(T * H));
-  rmsnorm(x.data(), m.shared_head_norm.f32(), normed.data(), T, H, eps);
-  linear(normed.data(), T, m.shared_head_head, out);
+  const int64_t R = int64_t(out_rows.size());
+  std::vector<float>& normed = buffer(kHeadIn, size_t(R * H));
+  for (int64_t i = 0; i < R; ++i) {
+    const int64_t r = out_rows[size_t(i)];
+    if (r < 0 || r >= T) throw Error("mtp", "output row " + std::to_string(r) + " is outside [0, " + std::to_string(T) + ")");
+    rmsnorm(x.data() + r * H, m.shared_head_norm.f32(), normed.data() + i * H, 1, H, eps);
+  }
+  linear(normed.data(), R, m.shared_head_head, out);
   for (const auto& s : spans) s.cache->mtp_length = s.pos0 + s.rows;
 }
 

@@ -43,6 +43,10 @@ class Transformer {
   // MTP cache (pos0 must equal cache->mtp_length). Writes logits predicting two tokens ahead.
   void mtp_logits(const float* hidden, const int32_t* next_tokens, const std::vector<SeqSpan>& spans,
                   float* out, int64_t k = 0);
+  // Same, writing logits only for the listed rows (out[i] for row out_rows[i]); the MTP cache
+  // is still filled for every row. Speculative decoding needs only each span's last row.
+  void mtp_logits(const float* hidden, const int32_t* next_tokens, const std::vector<SeqSpan>& spans,
+                  const std::vector<int64_t>& out_rows, float* out, int64_t k = 0);
 
   const ModelConfig& config() const { return config_; }
   const std::vector<RouterStats>& router_stats() const { return router_stats_; }
@@ -67,6 +71,9 @@ class Transformer {
   std::vector<std::vector<float>> buffers_;   // reused scratch; grows only
   std::vector<float> q_scratch_, kv_scratch_;
   std::vector<RouterStats> router_stats_;     // per layer slot
+  // MoE scratch (grown only): chosen experts [T, k], assignments grouped by expert.
+  std::vector<int32_t> moe_chosen_;
+  std::vector<int64_t> moe_offsets_, moe_fill_, moe_rows_;
 };
 
 }  // namespace whale

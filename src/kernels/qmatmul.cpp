@@ -1,0 +1,194 @@
+#include "kernels/qmatmul.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "kernels/qmatmul_simd.h"
+
+namespace whale {
+
+namespace {
+
+// ---- portable scalar dot products: integer sums per block, one float scale per block ----
+
+float dot_q8_0_scalar(int64_t nb, const block_q8_0* w, const block_q8_0* x) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) {
+    int32_t s = 0;
+    for (int j = 0; j < QK8_0; ++j) s += int32_t(w[i].qs[j]) * int32_t(x[i].qs[j]);
+    sum += float(s) * (f16_to_f32(w[i].d) * f16_to_f32(x[i].d));
+  }
+  return sum;
+}
+
+float dot_q4_0_scalar(int64_t nb, const block_q4_0* w, const block_q8_0* x) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) {
+    int32_t s = 0;
+    for (int j = 0; j < QK4_0 / 2; ++j) {
+      s += ((w[i].qs[j] & 0xF) - 8) * int32_t(x[i].qs[j]);
+      s += ((w[i].qs[j] >> 4) - 8) * int32_t(x[i].qs[j + QK4_0 / 2]);
+    }
+    sum += float(s) * (f16_to_f32(w[i].d) * f16_to_f32(x[i].d));
+  }
+  return sum;
+}
+
+float dot_q4_K_scalar(int64_t nb, const block_q4_K* w, const block_q8_K* x) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint8_t* q = w[i].qs;
+    const int8_t* y = x[i].qs;
+    int32_t scaled = 0, mins = 0;
+    for (int j = 0; j < QK_K / 64; ++j, q += 32, y += 64) {
+      uint8_t sc_lo, m_lo, sc_hi, m_hi;
+      q4_K_scale_min(2 * j, w[i].scales, &sc_lo, &m_lo);
+      q4_K_scale_min(2 * j + 1, w[i].scales, &sc_hi, &m_hi);
+      int32_t lo = 0, hi = 0;
+      for (int l = 0; l < 32; ++l) {
+        lo += (q[l] & 0xF) * int32_t(y[l]);
+        hi += (q[l] >> 4) * int32_t(y[l + 32]);
+      }
+      scaled += sc_lo * lo + sc_hi * hi;
+      mins += m_lo * (x[i].bsums[4 * j] + x[i].bsums[4 * j + 1]) + m_hi * (x[i].bsums[4 * j + 2] + x[i].bsums[4 * j + 3]);
+    }
+    sum += x[i].d * (f16_to_f32(w[i].d) * float(scaled) - f16_to_f32(w[i].dmin) * float(mins));
+  }
+  return sum;
+}
+
+float dot_q6_K_scalar(int64_t nb, const block_q6_K* w, const block_q8_K* x) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) {
+    int32_t group[QK_K / 16] = {};
+    for (int n = 0; n < 2; ++n) {
+      const uint8_t* ql = w[i].ql + 64 * n;
+      const uint8_t* qh = w[i].qh + 32 * n;
+      const int8_t* y = x[i].qs + 128 * n;
+      for (int l = 0; l < 32; ++l) {
+        const int is = 8 * n + l / 16;
+        group[is + 0] += ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) * int32_t(y[l]);
+        group[is + 2] += ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) * int32_t(y[l + 32]);
+        group[is + 4] += ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) * int32_t(y[l + 64]);
+        group[is + 6] += ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) * int32_t(y[l + 96]);
+      }
+    }
+    int32_t s = 0;
+    for (int g = 0; g < QK_K / 16; ++g) s += w[i].scales[g] * (group[g] - 32 * x[i].bsums[g]);
+    sum += x[i].d * f16_to_f32(w[i].d) * float(s);
+  }
+  return sum;
+}
+
+void check_blocks(int64_t n, int64_t block, const char* what) {
+  if (n % block != 0)
+    throw Error(what, "row length " + std::to_string(n) + " is not a multiple of the block size " + std::to_string(block));
+}
+
+}  // namespace
+
+float vec_dot_q8_0_q8_0(int64_t n, const block_q8_0* w, const block_q8_0* x, KernelPath path) {
+  check_blocks(n, QK8_0, "q8_0 dot");
+  const int64_t nb = n / QK8_0;
+  switch (path) {
+    case KernelPath::Avx2: return simd::dot_q8_0_avx2(nb, w, x);
+    case KernelPath::Avx512: return simd::dot_q8_0_avx512(nb, w, x);
+    case KernelPath::Avx512Vnni: return simd::dot_q8_0_vnni(nb, w, x);
+    default: return dot_q8_0_scalar(nb, w, x);
+  }
+}
+
+float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0* w, const block_q8_0* x, KernelPath path) {
+  check_blocks(n, QK4_0, "q4_0 dot");
+  const int64_t nb = n / QK4_0;
+  switch (path) {
+    case KernelPath::Avx2: return simd::dot_q4_0_avx2(nb, w, x);
+    case KernelPath::Avx512: return simd::dot_q4_0_avx512(nb, w, x);
+    case KernelPath::Avx512Vnni: return simd::dot_q4_0_vnni(nb, w, x);
+    default: return dot_q4_0_scalar(nb, w, x);
+  }
+}
+
+// The K-quants' AVX-512 path (without VNNI) uses the AVX2 kernels: their sub-block scales
+// make 512-bit maddubs no faster in practice, and decode is bandwidth-bound anyway.
+float vec_dot_q4_K_q8_K(int64_t n, const block_q4_K* w, const block_q8_K* x, KernelPath path) {
+  check_blocks(n, QK_K, "q4_K dot");
+  const int64_t nb = n / QK_K;
+  switch (path) {
+    case KernelPath::Avx2:
+    case KernelPath::Avx512: return simd::dot_q4_K_avx2(nb, w, x);
+    case KernelPath::Avx512Vnni: return simd::dot_q4_K_vnni(nb, w, x);
+    default: return dot_q4_K_scalar(nb, w, x);
+  }
+}
+
+float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K* w, const block_q8_K* x, KernelPath path) {
+  check_blocks(n, QK_K, "q6_K dot");
+  const int64_t nb = n / QK_K;
+  switch (path) {
+    case KernelPath::Avx2:
+    case KernelPath::Avx512: return simd::dot_q6_K_avx2(nb, w, x);
+    case KernelPath::Avx512Vnni: return simd::dot_q6_K_vnni(nb, w, x);
+    default: return dot_q6_K_scalar(nb, w, x);
+  }
+}
+
+bool qmatmul_supported(GgmlType t) {
+  return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+}
+
+GgmlType qmatmul_activation_type(GgmlType t) {
+  if (t == GgmlType::Q8_0 || t == GgmlType::Q4_0) return GgmlType::Q8_0;
+  if (t == GgmlType::Q4_K || t == GgmlType::Q6_K) return GgmlType::Q8_K;
+  throw Error("qmatmul", std::string("no quantised kernel for weight type ") + ggml_type_name(t) +
+                             "; expected q8_0, q4_0, q4_K or q6_K");
+}
+
+void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate,
+             KernelPath path) {
+  const GgmlType at = qmatmul_activation_type(t);
+  check_blocks(K, ggml_block_size(t), "qmatmul");
+  if (M <= 0 || N <= 0) return;
+  const size_t w_row = ggml_row_size(t, K), x_row = ggml_row_size(at, K);
+  // Quantised activations: per calling thread, grown only (decode reuses it without allocating).
+  thread_local std::vector<uint8_t> xq;
+  if (xq.size() < size_t(M) * x_row) xq.resize(size_t(M) * x_row);
+  uint8_t* xq_data = xq.data();
+#pragma omp parallel for schedule(static) if (M > 1)
+  for (int64_t m = 0; m < M; ++m) quantize_row(at, x + m * K, xq_data + size_t(m) * x_row, K);
+  auto dot = [t, K, path](const uint8_t* wr, const uint8_t* xr) -> float {
+    switch (t) {
+      case GgmlType::Q8_0:
+        return vec_dot_q8_0_q8_0(K, reinterpret_cast<const block_q8_0*>(wr), reinterpret_cast<const block_q8_0*>(xr), path);
+      case GgmlType::Q4_0:
+        return vec_dot_q4_0_q8_0(K, reinterpret_cast<const block_q4_0*>(wr), reinterpret_cast<const block_q8_0*>(xr), path);
+      case GgmlType::Q4_K:
+        return vec_dot_q4_K_q8_K(K, reinterpret_cast<const block_q4_K*>(wr), reinterpret_cast<const block_q8_K*>(xr), path);
+      default:
+        return vec_dot_q6_K_q8_K(K, reinterpret_cast<const block_q6_K*>(wr), reinterpret_cast<const block_q8_K*>(xr), path);
+    }
+  };
+  const uint8_t* w = static_cast<const uint8_t*>(W);
+  // Tiles of weight rows stay in cache while every activation row passes over them.
+  constexpr int64_t kTile = 16;
+  const int64_t tiles = (N + kTile - 1) / kTile;
+#pragma omp parallel for schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t n0 = tile * kTile, n1 = std::min(N, n0 + kTile);
+    for (int64_t m = 0; m < M; ++m) {
+      const uint8_t* xr = xq_data + size_t(m) * x_row;
+      float* yr = y + m * N;
+      for (int64_t n = n0; n < n1; ++n) {
+        const float v = dot(w + size_t(n) * w_row, xr);
+        yr[n] = accumulate ? yr[n] + v : v;
+      }
+    }
+  }
+}
+
+}  // namespace whale

@@ -1,0 +1,38 @@
+// Matrix-vector and matrix-matrix products with ggml block-quantised weights (kernels/quant.h).
+// Activations are quantised on the fly to 8 bits (Q8_0 for Q8_0/Q4_0 weights, Q8_K for
+// Q4_K/Q6_K), so each block's dot product is an integer dot product scaled once (ggml's
+// vec_dot_q8_0_q8_0 idea); the weights are read exactly once per call, however many rows x has.
+// Code paths: portable scalar, AVX2+FMA, AVX-512 and AVX-512 VNNI, chosen at run time
+// (kernels/cpu_features.h).
+#pragma once
+#include <cstdint>
+
+#include "kernels/cpu_features.h"
+#include "kernels/quant.h"
+
+namespace whale {
+
+// Dot product of one quantised weight row of n values with activations in the matching
+// 8-bit format; n must be a multiple of the block size.
+float vec_dot_q8_0_q8_0(int64_t n, const block_q8_0* w, const block_q8_0* x, KernelPath path);
+float vec_dot_q4_0_q8_0(int64_t n, const block_q4_0* w, const block_q8_0* x, KernelPath path);
+float vec_dot_q4_K_q8_K(int64_t n, const block_q4_K* w, const block_q8_K* x, KernelPath path);
+float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K* w, const block_q8_K* x, KernelPath path);
+
+// Whether qmatmul handles weights of type t, and the activation format it quantises x to.
+bool qmatmul_supported(GgmlType t);
+GgmlType qmatmul_activation_type(GgmlType t);
+
+// y[M, N] = x[M, K] · W[N, K]^T (or y += ... when accumulate), with W's N rows stored one after
+// another in type t (ggml_row_size(t, K) bytes each; a GGUF tensor with ne = {K, N}).
+// OpenMP over weight rows; the quantised activations live in a per-thread buffer that only
+// grows, so repeated calls of the same size allocate nothing. Throws whale::Error for an
+// unsupported type or a K that is not a multiple of the block size.
+void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate,
+             KernelPath path);
+inline void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y,
+                    bool accumulate = false) {
+  qmatmul(t, W, N, K, x, M, y, accumulate, kernel_path());
+}
+
+}  // namespace whale

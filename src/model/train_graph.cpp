@@ -200,6 +200,7 @@ struct LayerContext {
   const Rope& rope;
   int64_t B, T;
   Quantizer* q;
+  const int32_t* pos = nullptr;  // [B * T] position of each row within its segment (null: r % T)
 };
 
 void mlp_forward(Quantizer& q, const MlpWeights& w, const float* xn, int64_t N, std::vector<float>& g,
@@ -252,7 +253,7 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
   for (int64_t r = 0; r < N; ++r) {
     std::memcpy(a.kvc.data() + r * rank, kva.data() + r * (rank + rope), size_t(rank) * 4);
     std::memcpy(a.kpe.data() + r * rope, kva.data() + r * (rank + rope) + rank, size_t(rope) * 4);
-    const int64_t pos = r % T;
+    const int64_t pos = ctx.pos ? ctx.pos[r] : r % T;
     ctx.rope.apply(a.kpe.data() + r * rope, pos);
     for (int64_t h = 0; h < heads; ++h) ctx.rope.apply(a.q.data() + (r * heads + h) * qhd + nope, pos);
   }
@@ -275,7 +276,10 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
                   int(rope), 1.0f, P, int(T));
       for (int64_t i = 0; i < T; ++i) {
         float* row = P + i * T;
-        softmax(row, i + 1);  // causal: keys 0..i
+        // causal within the segment: keys start..i
+        const int64_t start = ctx.pos ? i - ctx.pos[b * T + i] : 0;
+        std::fill(row, row + start, 0.0f);
+        softmax(row + start, i - start + 1);
         std::fill(row + i + 1, row + T, 0.0f);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(vd), int(T), 1.0f, P, int(T), Kn + nope,
@@ -329,7 +333,7 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
   }
   // Undo the rotations: gradients w.r.t. the unrotated q_pe and k_pe.
   for (int64_t r = 0; r < N; ++r) {
-    const int64_t pos = r % T;
+    const int64_t pos = ctx.pos ? ctx.pos[r] : r % T;
     ctx.rope.apply_backward(dkpe.data() + r * rope, pos);
     for (int64_t h = 0; h < heads; ++h) ctx.rope.apply_backward(dq.data() + (r * heads + h) * qhd + nope, pos);
   }
@@ -576,6 +580,18 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   Quantizer quant;
   quant.precision = precision_;
   LayerContext ctx{c, rope_, B, T, &quant};
+  // Packed rows: each row's position within its segment. The backward needs nothing else, since
+  // probabilities outside a segment are exactly zero.
+  std::vector<int32_t> positions, mtp_positions;
+  if (batch.segment_ids) {
+    positions.resize(size_t(N));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t r = b * T + t;
+        positions[size_t(r)] = t > 0 && batch.segment_ids[r] == batch.segment_ids[r - 1] ? positions[size_t(r - 1)] + 1 : 0;
+      }
+    ctx.pos = positions.data();
+  }
 
   std::vector<float> x(size_t(N * H));
   for (int64_t b = 0; b < B; ++b)
@@ -607,6 +623,12 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   const bool mtp = options.mtp_lambda > 0 && c.num_nextn_predict_layers > 0 && T >= 2;
   const int64_t Tm = T - 1, Nm = B * Tm;
   LayerContext mctx{c, rope_, B, Tm, &quant};
+  if (batch.segment_ids && Tm > 0) {  // MTP row i belongs to token i's segment
+    mtp_positions.resize(size_t(B * Tm));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < Tm; ++i) mtp_positions[size_t(b * Tm + i)] = positions[size_t(b * T + i)];
+    mctx.pos = mtp_positions.data();
+  }
   std::vector<float> e_raw, e_n, e_r, h_rows, h_n, h_r, cat, xm, hm, hm_r, mlogits;
   std::vector<int32_t> mtargets;
   double mdenom = 0.0;

@@ -18,6 +18,10 @@ struct TrainBatch {
   int64_t B = 0, T = 0;
   const int32_t* tokens = nullptr;
   const float* loss_mask = nullptr;  // optional [B, T]: weight of the target at position t (SFT masks)
+  // optional [B, T]: packed sequences (SFT). A run of equal ids is one segment: attention stays
+  // inside it and RoPE positions restart at its first token. Mask the target that crosses a
+  // boundary (the last position of a segment) with loss_mask.
+  const int32_t* segment_ids = nullptr;
 };
 
 struct LossOptions {

@@ -12,5 +12,6 @@ void register_grad(CLI::App& app);
 void register_data(CLI::App& app);
 void register_pretrain(CLI::App& app);
 void register_plot(CLI::App& app);
+void register_chat(CLI::App& app);
 void register_serve(CLI::App& app);
 }  // namespace whale::cli

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   whale::cli::register_data(app);
   whale::cli::register_pretrain(app);
   whale::cli::register_plot(app);
+  whale::cli::register_chat(app);
   whale::cli::register_serve(app);
   try {
     app.parse(argc, argv);

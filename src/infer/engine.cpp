@@ -1,6 +1,7 @@
 #include "infer/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -91,6 +92,8 @@ Engine::Engine(const Model& model, const EngineOptions& options, std::vector<int
       pool_(model.config, options.kv_budget_tokens, options.prefix_reuse, options.max_prefixes) {
   if (options.max_batch < 1) throw Error("max batch", "must be at least 1");
   if (options.prefill_chunk < 1) throw Error("prefill chunk", "must be at least 1");
+  for (int32_t t : eos_tokens_)
+    if (t < 0 || t >= model.config.vocab_size) throw Error("eos token", std::to_string(t) + " is outside the vocabulary");
   metrics_.kv = pool_.stats();
   metrics_.kv_bytes_per_token = KVPool::bytes_per_token(model.config);
   thread_ = std::thread([this] { loop(); });
@@ -118,6 +121,11 @@ std::shared_ptr<Sequence> Engine::submit(SequenceRequest request) {
   if (n == 0) reject("prompt", "is empty; give at least one token");
   for (int32_t t : request.prompt)
     if (t < 0 || t >= V) reject("prompt", "token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  for (int32_t t : request.stop_tokens)
+    if (t < 0 || t >= V) reject("stop_tokens", "token id " + std::to_string(t) + " is outside the vocabulary");
+  if (request.min_tokens < 0 || request.min_tokens > request.max_tokens)
+    reject("min_tokens", "must be between 0 and max_tokens (" + std::to_string(request.max_tokens) + "), got " +
+                             std::to_string(request.min_tokens));
   if (request.max_tokens < 1) reject("max_tokens", "must be at least 1, got " + std::to_string(request.max_tokens));
   if (n + request.max_tokens > context_length())
     reject("max_tokens", "prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
@@ -271,6 +279,10 @@ void Engine::step() {
     if (r.request.presence_penalty != 0 || r.request.frequency_penalty != 0)
       for (const auto& [tok, count] : r.counts)
         lg[tok] -= r.request.frequency_penalty * float(count) + r.request.presence_penalty;
+    if (int64_t(r.generated.size()) < r.request.min_tokens) {
+      for (int32_t t : eos_tokens_) lg[t] = -INFINITY;
+      for (int32_t t : r.request.stop_tokens) lg[t] = -INFINITY;
+    }
     const int32_t tok = r.sampler.sample(lg, V, r.generated);
     r.generated.push_back(tok);
     ++r.counts[tok];

@@ -28,6 +28,7 @@ struct SequenceRequest {
   SamplingParams sampling;
   float presence_penalty = 0, frequency_penalty = 0;  // OpenAI's, over the generated tokens
   std::vector<int32_t> stop_tokens;                   // end the sequence (not included in output)
+  int64_t min_tokens = 0;  // EOS and stop tokens are masked until this many were generated
 };
 
 enum class FinishReason { None, Stop, Length, Cancelled, Error };

@@ -21,7 +21,7 @@ struct Generation::State {
   TextStream text;
   ToolCallParser tools;
   bool tool_mode = false, in_reasoning = false, stopped_by_string = false, finished = false;
-  int64_t reasoning_tokens = 0, calls = 0;
+  int64_t reasoning_tokens = 0, calls = 0, text_tokens = 0;
   State(std::shared_ptr<Sequence> s, const tokenizer::Tokenizer& tok, bool think, std::vector<std::string> stop)
       : seq(std::move(s)), text(tok, think, std::move(stop)), in_reasoning(think) {}
 };
@@ -84,6 +84,7 @@ void Generation::start(const SamplingRequest& sampling, uint64_t default_seed, b
     r.sampling.seed = seed + uint64_t(i);
     r.presence_penalty = sampling.presence_penalty;
     r.frequency_penalty = sampling.frequency_penalty;
+    r.min_tokens = std::min(sampling.min_tokens, max_tokens);
     std::shared_ptr<Sequence> seq;
     try {
       seq = engine_.submit(std::move(r));
@@ -156,9 +157,12 @@ bool Generation::poll(std::vector<ChoiceDelta>& out, std::chrono::milliseconds t
         st.tool_mode = true;
         continue;
       }
-      if (t == think_open_) st.in_reasoning = true;
+      // As TextStream splits: only an opening "<think>" starts reasoning, and "</think>" ends it
+      // for good (tags later in the answer are text).
+      if (t == think_open_ && st.text_tokens == 0) st.in_reasoning = true;
       if (st.in_reasoning) ++st.reasoning_tokens;
       if (t == think_close_) st.in_reasoning = false;
+      ++st.text_tokens;
       TextDelta td = st.text.push(t);
       d.reasoning += td.reasoning;
       d.content += td.content;

@@ -86,6 +86,8 @@ SamplingRequest parse_sampling(const json& j, const Limits& limits, bool chat) {
   if (present(j, "n")) s.n = integer(j, "n", 1, limits.max_n);
   if (present(j, "presence_penalty")) s.presence_penalty = float(number(j, "presence_penalty", -2, 2));
   if (present(j, "frequency_penalty")) s.frequency_penalty = float(number(j, "frequency_penalty", -2, 2));
+  if (present(j, "min_tokens")) s.min_tokens = integer(j, "min_tokens", 0, int64_t(1) << 40);
+  if (s.max_tokens && s.min_tokens > *s.max_tokens) invalid("min_tokens", "must not exceed max_tokens");
   if (present(j, "stream")) s.stream = boolean(j, "stream");
   if (present(j, "stream_options")) {
     const json& o = j["stream_options"];

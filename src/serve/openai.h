@@ -44,6 +44,7 @@ struct SamplingRequest {
   std::vector<std::string> stop;
   int64_t n = 1;
   float presence_penalty = 0, frequency_penalty = 0;
+  int64_t min_tokens = 0;  // vLLM's extension: no EOS before this many tokens
   bool stream = false, include_usage = false;  // include_usage: stream_options.include_usage
 };
 

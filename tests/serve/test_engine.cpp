@@ -203,6 +203,14 @@ TEST(Engine, StopTokensAndPenalties) {
   const auto first = std::find(ref.begin(), ref.end(), ref[3]);  // may occur before index 3
   EXPECT_EQ(drain(*s), std::vector<int32_t>(ref.begin(), first));
   EXPECT_EQ(s->finish_reason(), FinishReason::Stop);
+  // min_tokens masks the EOS: exactly max_tokens come out, none of them the EOS.
+  SequenceRequest at_least = request(p, 8);
+  at_least.min_tokens = 8;
+  auto s2 = engine.submit(at_least);
+  std::vector<int32_t> full = drain(*s2);
+  EXPECT_EQ(full.size(), 8u);
+  EXPECT_EQ(std::count(full.begin(), full.end(), ref[3]), 0);
+  EXPECT_EQ(s2->finish_reason(), FinishReason::Length);
   // A presence penalty of 2 outweighs this model's logit spread: greedy never repeats a token.
   SequenceRequest r = request(p, 30);
   r.presence_penalty = 2.0f;

@@ -85,11 +85,13 @@ size_t count(const std::string& text, const std::string& what) {
   return n;
 }
 
-const char* kGreedy = "--temperature 0 --max-tokens 12 --system 'Be brief.'";
+// Seeded sampling: reproducible (turn k uses seed + k), and livelier than the tiny model's greedy
+// answers, which are often nothing but special tokens.
+const char* kSeeded = "--temperature 1 --seed 1 --max-tokens 12 --system 'Be brief.'";
 
 TEST_F(ChatCli, PipedLinesAreTurnsAndSaveWritesTheConversation) {
   const std::string saved = *dir_ + "/saved.json";
-  ChatRun r = chat("hello\nhow are you?\n\n/save " + saved + "\n", kGreedy);
+  ChatRun r = chat("hello\nhow are you?\n\n/save " + saved + "\n", kSeeded);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << "no ANSI when stdout is not a terminal";
   EXPECT_EQ(count(r.err, "prompt: "), 2u) << r.err;  // one speed line per answer
@@ -108,11 +110,11 @@ TEST_F(ChatCli, PipedLinesAreTurnsAndSaveWritesTheConversation) {
 
 TEST_F(ChatCli, LoadContinuesAsOneRunWould) {
   const std::string saved = *dir_ + "/two_turns.json";
-  ChatRun whole = chat("hello\nhow are you?\nThe cat\n", kGreedy);
+  ChatRun whole = chat("hello\nhow are you?\nThe cat\n", kSeeded);
   ASSERT_EQ(whole.code, 0) << whole.err;
-  ChatRun first = chat("hello\nhow are you?\n/save " + saved + "\n", kGreedy);
+  ChatRun first = chat("hello\nhow are you?\n/save " + saved + "\n", kSeeded);
   ASSERT_EQ(first.code, 0) << first.err;
-  ChatRun resumed = chat("/load " + saved + "\nThe cat\n", "--temperature 0 --max-tokens 12");
+  ChatRun resumed = chat("/load " + saved + "\nThe cat\n", "--temperature 1 --seed 1 --max-tokens 12");
   ASSERT_EQ(resumed.code, 0) << resumed.err;
   EXPECT_NE(resumed.err.find("loaded 5 messages"), std::string::npos) << resumed.err;
   EXPECT_EQ(first.out + resumed.out, whole.out);
@@ -130,6 +132,19 @@ TEST_F(ChatCli, BadCommandsAreReportedAndTheChatGoesOn) {
   EXPECT_EQ(help.code, 0);
   EXPECT_NE(help.err.find("/reset"), std::string::npos);
   EXPECT_EQ(count(help.err, "prompt: "), 0u) << "/exit leaves before the next line";
+}
+
+TEST_F(ChatCli, R1ReasoningIsSetApartOrHidden) {
+  // R1's generation prompt opens "<think>", so what the tiny model says is reasoning until it
+  // writes "</think>" (it never does within a few tokens).
+  ChatRun shown = chat("hello\n", "--format deepseek-r1 --temperature 1 --seed 1 --max-tokens 12");
+  ASSERT_EQ(shown.code, 0) << shown.err;
+  EXPECT_TRUE(shown.out.starts_with("<think>\n")) << shown.out;
+  EXPECT_NE(shown.out.find("\n</think>\n\n"), std::string::npos) << shown.out;
+  ChatRun hidden = chat("hello\n", "--format deepseek-r1 --temperature 1 --seed 1 --max-tokens 12 --hide-reasoning");
+  ASSERT_EQ(hidden.code, 0) << hidden.err;
+  EXPECT_EQ(hidden.out, "\n\n");
+  EXPECT_NE(hidden.err.find("[reasoning hidden: "), std::string::npos) << hidden.err;
 }
 
 // Reads the pty until `what` appears (returns everything read) or the deadline passes.
@@ -188,8 +203,11 @@ TEST_F(ChatCli, CtrlCStopsTheAnswerNotTheProgram) {
   ASSERT_EQ(::write(master, "\x03", 1), 1);
   int status = 0;
   pid_t done = 0;
-  for (int i = 0; i < 600 && (done = ::waitpid(pid, &status, WNOHANG)) == 0; ++i)
+  const auto exit_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < exit_deadline) {
     read_until(master, "\x01", seen, 0.1);  // keep draining so the child never blocks on output
+    ::usleep(20000);
+  }
   if (done != pid) return fail("a second Ctrl-C did not exit", seen);
   ::close(master);
   EXPECT_TRUE(WIFEXITED(status)) << seen;

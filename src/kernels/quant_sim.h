@@ -6,6 +6,9 @@
 
 namespace whale {
 
+// x rounded to the E4M3 grid scaled by `scale` (x / scale rounded, saturated at 448, times scale).
+float fp8_round(float x, float scale);
+
 // in, out: row-major [rows, cols]; out may equal in.
 // 1 x tile groups along each row (activations and gradients entering Fprop / Dgrad: per token,
 // per `tile` channels).

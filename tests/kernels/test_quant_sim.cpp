@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/dtype.h"
 #include "kernels/quant_sim.h"
 
 using namespace whale;
@@ -91,4 +92,29 @@ TEST(QuantSim, WeightBlocksAre128By128) {
   expect_close(out(255, 127), 1120.0);
   expect_close(out(128, 128), 1.3);
   EXPECT_EQ(out(200, 200), 0.0f);
+}
+
+// The fast rounding against the E4M3 codec (src/core/dtype), an independent bit-level
+// implementation, over every scale class: normals, subnormals, ties, saturation, signs.
+TEST(QuantSim, RoundingMatchesTheCodec) {
+  uint64_t state = 12345;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return uint32_t(state >> 33);
+  };
+  int checked = 0;
+  for (int i = 0; i < 200000; ++i) {
+    // magnitudes from 2^-14 to 2^10 (past the 448 saturation), both signs
+    const float mag = std::ldexp(1.0f + float(next() % 65536) / 65536.0f, int(next() % 25) - 14);
+    const float x = (next() & 1) ? -mag : mag;
+    const float scale = (i % 3 == 0) ? 1.0f : std::ldexp(1.0f + float(next() % 1000) / 1000.0f, int(next() % 9) - 4);
+    const float want = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x / scale)) * scale;
+    ASSERT_EQ(fp8_round(x, scale), want) << "x " << x << " scale " << scale;
+    ++checked;
+  }
+  // Exact ties: 1 + 1/16 rounds to the even 1, 1 + 3/16 to 1.25; subnormal halves of 2^-9 go
+  // to the even neighbour; 464 is halfway past 448 and saturates.
+  for (float x : {1.0625f, 1.1875f, 0.5f * 0.001953125f, 1.5f * 0.001953125f, 2.5f * 0.001953125f, 464.0f, 0.0f})
+    EXPECT_EQ(fp8_round(x, 1.0f), fp8_e4m3_to_f32(f32_to_fp8_e4m3(x))) << x;
+  EXPECT_EQ(checked, 200000);
 }

@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
     std::printf("%-8s %10s %12s %10s %10s %8s\n", "streams", "tokens", "tokens/s", "TTFT p50", "TTFT p99", "vs 1");
     while (std::getline(ss, item, ',')) {
       const int n = std::stoi(item);
-      std::vector<Result> results(size_t(n));
+      std::vector<Result> results(static_cast<size_t>(n));
       std::vector<std::thread> clients;
       const auto t0 = Clock::now();
       for (int i = 0; i < n; ++i)

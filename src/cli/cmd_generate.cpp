@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "infer/generate.h"
 #include "infer/speculative.h"
+#include "infer/text_stream.h"
 #include "io/checkpoint.h"
 #include "tokenizer/tokenizer.h"
 
@@ -79,12 +80,27 @@ void register_generate(CLI::App& app) {
     const tokenizer::Tokenizer* tok_ptr = tok ? &*tok : nullptr;
     SpeculativeStats stats;
     std::vector<std::vector<int32_t>> prompts(size_t(opt->batch), prompt);
+    // Text streams through TextStream: whole UTF-8 characters only, special tokens left out,
+    // and reasoning that the model opens with "<think>" set apart as whale chat prints it.
+    std::optional<TextStream> text;
+    if (tok_ptr) text.emplace(*tok_ptr, /*starts_in_think=*/false);
+    bool in_reasoning = false;
+    auto show = [&](const TextDelta& d) {
+      if (!d.reasoning.empty()) {
+        if (!in_reasoning) std::fputs("<think>\n", stdout);
+        in_reasoning = true;
+        std::fwrite(d.reasoning.data(), 1, d.reasoning.size(), stdout);
+      }
+      if (!d.content.empty()) {
+        if (in_reasoning) std::fputs("\n</think>\n\n", stdout);
+        in_reasoning = false;
+        std::fwrite(d.content.data(), 1, d.content.size(), stdout);
+      }
+    };
     TokenCallback stream = [&](int64_t b, int32_t tok_id) {
                               if (opt->batch == 1) {
-                                if (tok_ptr) {
-                                  const int id = tok_id;
-                                  std::string bytes = tok_ptr->decode_bytes(std::span<const int>(&id, 1));
-                                  std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+                                if (text) {
+                                  show(text->push(tok_id));
                                 } else {
                                   std::printf("%d ", tok_id);
                                 }
@@ -95,6 +111,8 @@ void register_generate(CLI::App& app) {
                             };
     auto out = spec ? spec->generate(prompts, g, stream, &stats) : gen->generate(prompts, g, stream, &stats);
     if (opt->batch == 1) {
+      if (text) show(text->finish());
+      if (in_reasoning) std::fputs("\n</think>", stdout);
       std::printf("\n");
     } else {
       for (const auto& seq : out) {

@@ -16,6 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tokenizer/tokenizer.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -62,11 +64,14 @@ class ChatCli : public testing::Test {
 
   // Runs `whale chat --model CKPT args` with `input` on stdin.
   static ChatRun chat(const std::string& input, const std::string& args) {
+    return whale("chat --model " + *dir_ + "/ckpt " + args, input);
+  }
+  static ChatRun whale(const std::string& args, const std::string& input) {
     const std::string d = *dir_;
     std::ofstream(d + "/in.txt") << input;
     ChatRun r;
-    int status = std::system((std::string(WHALE_BINARY) + " chat --model " + d + "/ckpt " + args + " < " + d +
-                              "/in.txt > " + d + "/out.txt 2> " + d + "/err.txt")
+    int status = std::system((std::string(WHALE_BINARY) + " " + args + " < " + d + "/in.txt > " + d +
+                              "/out.txt 2> " + d + "/err.txt")
                                  .c_str());
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     r.out = read_file(d + "/out.txt");
@@ -145,6 +150,27 @@ TEST_F(ChatCli, R1ReasoningIsSetApartOrHidden) {
   ASSERT_EQ(hidden.code, 0) << hidden.err;
   EXPECT_EQ(hidden.out, "\n\n");
   EXPECT_NE(hidden.err.find("[reasoning hidden: "), std::string::npos) << hidden.err;
+}
+
+// whale generate --prompt streams through TextStream: its text is what decoding the same run's
+// ids all at once gives (special tokens left out).
+TEST_F(ChatCli, GeneratePromptStreamsTheDecodedText) {
+  const whale::tokenizer::Tokenizer tok = whale::tokenizer::Tokenizer::from_file(*dir_ + "/ckpt/tokenizer.json");
+  std::string ids;
+  for (int id : tok.encode("hello there", true)) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  const std::string common = "generate --model " + *dir_ + "/ckpt --max-tokens 40 --temperature 1 --seed 3 --quiet ";
+  ChatRun text = whale(common + "--prompt 'hello there'", "");
+  ChatRun numbers = whale(common + "--prompt-tokens " + ids, "");
+  ASSERT_EQ(text.code, 0) << text.err;
+  ASSERT_EQ(numbers.code, 0) << numbers.err;
+  std::vector<int> generated;
+  std::istringstream in(numbers.out);
+  for (int id; in >> id;) generated.push_back(id);
+  ASSERT_EQ(generated.size(), 40u) << numbers.out;
+  const std::string want = tok.decode(generated, /*skip_special_tokens=*/true);
+  ASSERT_EQ(want.find("<think>"), std::string::npos) << "this seed gives no reasoning block";
+  EXPECT_EQ(text.out, want + "\n");
+  EXPECT_NE(text.out.find("\xEF\xBF\xBD"), std::string::npos) << "the case of interest: ill-formed bytes";
 }
 
 // Reads the pty until `what` appears (returns everything read) or the deadline passes.

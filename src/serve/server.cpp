@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <ctime>
+#include <type_traits>
 
 #include "core/error.h"
 #include "serve/web_assets.h"
@@ -73,6 +74,7 @@ struct Stream {
   std::unique_ptr<Generation> generation;
   bool chat = true, include_usage = false, started = false;
   std::string id, model;
+  std::string echo;  // completions with echo: the prompt, sent first
   int64_t created = 0;
   std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
 };
@@ -209,6 +211,9 @@ void Server::generate(const Request& request, bool chat, httplib::Response& res)
   const std::string id = next_id(chat ? "chatcmpl-" : "cmpl-");
   const std::string model = request.model.empty() ? options_.model_name : request.model;
   const int64_t created = int64_t(std::time(nullptr));
+  std::string echo;
+  if constexpr (std::is_same_v<Request, CompletionRequest>)
+    if (request.echo) echo = request.prompt;
   if (!request.sampling.stream) {
     ++in_flight_;
     std::vector<ChoiceDelta> ignored;
@@ -228,7 +233,7 @@ void Server::generate(const Request& request, bool chat, httplib::Response& res)
         }
         choice["message"] = message;
       } else {
-        choice["text"] = c.reasoning + c.content;
+        choice["text"] = echo + c.reasoning + c.content;
       }
       choices.push_back(choice);
     }
@@ -244,6 +249,7 @@ void Server::generate(const Request& request, bool chat, httplib::Response& res)
   stream->id = id;
   stream->model = model;
   stream->created = created;
+  stream->echo = echo;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++streams_started_;
@@ -263,6 +269,12 @@ void Server::generate(const Request& request, bool chat, httplib::Response& res)
           return "data: " + dump(c) + "\n\n";
         };
         std::string out;
+        if (!s.started && !s.chat && !s.echo.empty()) {
+          json choices = json::array();
+          for (size_t i = 0; i < s.generation->choices().size(); ++i)
+            choices.push_back({{"index", i}, {"text", s.echo}, {"logprobs", nullptr}, {"finish_reason", nullptr}});
+          out += chunk(choices, nullptr);
+        }
         if (!s.started && s.chat) {
           json choices = json::array();
           for (size_t i = 0; i < s.generation->choices().size(); ++i)

@@ -166,9 +166,11 @@ TEST(Server, CompletionsModelsHealthAndErrors) {
   o.limits.max_body_bytes = 4096;
   o.model_name = "tiny";
   Running s(o);
-  json c = post(s, "/v1/completions", {{"prompt", "The cat"}, {"max_tokens", 5}}, 200);
+  json c = post(s, "/v1/completions", {{"prompt", "The cat"}, {"max_tokens", 5}, {"temperature", 0}}, 200);
   EXPECT_EQ(c["object"], "text_completion");
   EXPECT_TRUE(c["choices"][0]["text"].is_string());
+  json echoed = post(s, "/v1/completions", {{"prompt", "The cat"}, {"max_tokens", 5}, {"temperature", 0}, {"echo", true}}, 200);
+  EXPECT_EQ(echoed["choices"][0]["text"], "The cat" + c["choices"][0]["text"].get<std::string>());
   auto models = s.client().Get("/v1/models");
   ASSERT_TRUE(models);
   EXPECT_EQ(json::parse(models->body)["data"][0]["id"], "tiny");

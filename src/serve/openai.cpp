@@ -31,8 +31,9 @@ json parse_body(std::string_view body, const Limits& limits) {
   json j;
   try {
     j = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& e) {
-    // nlohmann's lexer rejects ill-formed UTF-8 inside strings, so this covers invalid UTF-8 too.
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for numbers beyond double (found by fuzz_request). The lexer
+    // rejects ill-formed UTF-8 inside strings, so this covers invalid UTF-8 too.
     throw ApiError(400, "invalid_request_error", std::string("request body is not valid JSON: ") + e.what());
   }
   if (!j.is_object()) invalid("", "request body must be a JSON object, got " + std::string(type_name(j)));

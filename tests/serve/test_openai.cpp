@@ -57,6 +57,8 @@ TEST(OpenAIRequest, ParsesEveryField) {
 TEST(OpenAIRequest, RejectsBadInputWithStatusAndParam) {
   EXPECT_EQ(chat_error("{not json").first, 400);
   EXPECT_EQ(chat_error("[1, 2]").first, 400);
+  // A number beyond double: nlohmann's out_of_range, not a parse_error (found by fuzz_request).
+  EXPECT_EQ(chat_error(R"({"messages": [{"role": "user", "content": "x"}], "temperature": 421e308})").first, 400);
   EXPECT_EQ(chat_error(R"({"messages": "hi"})"), std::make_pair(400, std::string("messages")));
   EXPECT_EQ(chat_error(R"({"messages": []})").first, 400);
   EXPECT_EQ(chat_error(R"({"messages": [{"role": "wizard", "content": "x"}]})").first, 400);

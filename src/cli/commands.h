@@ -14,4 +14,5 @@ void register_pretrain(CLI::App& app);
 void register_plot(CLI::App& app);
 void register_chat(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_grpo(CLI::App& app);
 }  // namespace whale::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   whale::cli::register_plot(app);
   whale::cli::register_chat(app);
   whale::cli::register_serve(app);
+  whale::cli::register_grpo(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -63,6 +63,47 @@ double cross_entropy(float* logits, int64_t rows, int64_t V, const int32_t* targ
   return total;
 }
 
+// log p(target) and the entropy of each row's softmax (policy-gradient statistics).
+void token_statistics(const float* logits, int64_t rows, int64_t V, const int32_t* targets, float* logp,
+                      float* entropy) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* l = logits + r * V;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < V; ++j) mx = std::max(mx, l[j]);
+    double z = 0.0, zl = 0.0;
+    for (int64_t j = 0; j < V; ++j) {
+      const double e = std::exp(double(l[j] - mx));
+      z += e;
+      zl += e * double(l[j] - mx);
+    }
+    const double logz = std::log(z);  // relative to mx
+    logp[r] = float(double(l[targets[r]] - mx) - logz);
+    entropy[r] = float(logz - zl / z);  // H = log Z - E_p[l]
+  }
+}
+
+// Gradient of a loss given through dL/dlogp: dlogits = dlogp * (onehot - softmax) * scale.
+void logprob_backward(float* logits, int64_t rows, int64_t V, const int32_t* targets, const float* dlogp,
+                      float scale) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* l = logits + r * V;
+    const float k = dlogp[r] * scale;
+    if (k == 0.0f) {
+      std::fill(l, l + V, 0.0f);
+      continue;
+    }
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < V; ++j) mx = std::max(mx, l[j]);
+    float z = 0.0f;
+    for (int64_t j = 0; j < V; ++j) z += std::exp(l[j] - mx);
+    const float logz = std::log(z) + mx;
+    for (int64_t j = 0; j < V; ++j) l[j] = -std::exp(l[j] - logz) * k;
+    l[targets[r]] += k;
+  }
+}
+
 }  // namespace
 
 Gradients::Gradients(const Model& model) {
@@ -613,7 +654,19 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
     }
   if (denom <= 0) throw Error("loss_mask", "masks out every target; nothing to learn from");
   rep.main_targets = int64_t(denom);
-  rep.main_loss = cross_entropy(logits.data(), N, V, targets.data(), batch.loss_mask, denom, backward, grad_scale) / denom;
+  if (options.token_stats || options.token_loss) {
+    rep.target_logprobs.resize(size_t(N));
+    rep.entropy.resize(size_t(N));
+    token_statistics(logits.data(), N, V, targets.data(), rep.target_logprobs.data(), rep.entropy.data());
+  }
+  if (options.token_loss) {
+    std::vector<float> dlogp(size_t(N), 0.0f);
+    rep.main_loss = options.token_loss(rep.target_logprobs.data(), dlogp.data());
+    if (backward) logprob_backward(logits.data(), N, V, targets.data(), dlogp.data(), grad_scale);
+  } else {
+    rep.main_loss =
+        cross_entropy(logits.data(), N, V, targets.data(), batch.loss_mask, denom, backward, grad_scale) / denom;
+  }
 
   if (options.balance_alpha > 0)
     for (int64_t l = 0; l < c.num_hidden_layers; ++l)

@@ -4,6 +4,7 @@
 // give the same loss.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,12 +28,21 @@ struct TrainBatch {
 struct LossOptions {
   double mtp_lambda = 0.0;     // weight of the MTP loss (DeepSeek-V3 eq. 25)
   double balance_alpha = 0.0;  // weight of the complementary sequence-wise balance loss (eq. 17-20)
+  // Policy-gradient losses (GRPO): when set, replaces the main head's cross-entropy. Called with
+  // the log-probability of every target [B, T]; returns the loss and writes dL/dlogp [B, T]. The
+  // logits then get dL/dlogp * (onehot - softmax), with raw per-token weights (no division by a
+  // mask sum: the callback normalises). loss_mask is ignored by it.
+  std::function<double(const float* logp, float* dlogp)> token_loss;
+  bool token_stats = false;  // fill LossReport::target_logprobs and ::entropy (also on with token_loss)
 };
 
 struct LossReport {
   double loss = 0, main_loss = 0, mtp_loss = 0, balance_loss = 0;
   int64_t main_targets = 0, mtp_targets = 0;
   std::vector<std::vector<int64_t>> expert_load;  // per decoder layer slot: tokens per routed expert
+  // With token_stats or token_loss, per main-head position [B, T]: log p(target) and the entropy
+  // (nats) of the predicted distribution.
+  std::vector<float> target_logprobs, entropy;
 };
 
 // Gradients with the model's own tensor layout (owned F32 buffers, zeroed on construction).

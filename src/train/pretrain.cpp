@@ -94,6 +94,8 @@ void rng_from_json(Rng& rng, const json& a, const std::string& where) {
   rng.set_state(s);
 }
 
+}  // namespace
+
 // A checkpoint directory is complete before it gets its final name, and `latest` moves only
 // after that, so a kill at any moment leaves the previous checkpoint intact.
 std::string save_checkpoint(const std::string& out_dir, int64_t step, const Model& model, const AdamW& adamw,
@@ -123,6 +125,24 @@ std::string save_checkpoint(const std::string& out_dir, int64_t step, const Mode
   for (size_t i = 0; i + 1 < old.size(); ++i) fs::remove_all(old[i]);
   return final_dir.string();
 }
+
+void truncate_metrics(const std::string& path, int64_t last_step) {
+  std::string kept;
+  if (last_step > 0 && fs::exists(path)) {
+    std::istringstream in(read_text_file(path));
+    std::string line;
+    while (std::getline(in, line)) {
+      try {
+        if (json::parse(line).at("step").get<int64_t>() <= last_step) kept += line + "\n";
+      } catch (const std::exception&) {
+        break;  // a truncated last line of a killed run
+      }
+    }
+  }
+  write_file_atomic(path, kept.data(), kept.size());
+}
+
+namespace {
 
 double evaluate(TrainGraph& graph, const TokenLoader& val, int64_t windows, int64_t B, int64_t T) {
   const int64_t n = std::min(windows, val.num_windows(T));
@@ -204,21 +224,7 @@ PretrainResult pretrain(const PretrainOptions& o, Progress* progress) {
 
   // metrics.jsonl: on resume keep only the steps up to the checkpoint.
   const fs::path metrics_path = fs::path(o.out_dir) / "metrics.jsonl";
-  {
-    std::string kept;
-    if (start_step > 0 && fs::exists(metrics_path)) {
-      std::istringstream in(read_text_file(metrics_path.string()));
-      std::string line;
-      while (std::getline(in, line)) {
-        try {
-          if (json::parse(line).at("step").get<int64_t>() <= start_step) kept += line + "\n";
-        } catch (const std::exception&) {
-          break;  // a truncated last line of a killed run
-        }
-      }
-    }
-    write_file_atomic(metrics_path.string(), kept.data(), kept.size());
-  }
+  truncate_metrics(metrics_path.string(), start_step);
   std::ofstream metrics(metrics_path, std::ios::app);
 
   json run_config = {{"data_dir", o.data_dir}, {"batch", o.batch}, {"seq_len", o.seq_len}, {"grad_accum", o.grad_accum},

@@ -2,6 +2,7 @@
 // AdamW, with DeepSeek-V3's auxiliary-loss-free balancing, MTP loss, checkpoints and resume.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 #include "core/progress.h"
@@ -46,5 +47,15 @@ PretrainResult pretrain(const PretrainOptions& options, Progress* progress);
 
 // Reads the checkpoint directory named in RUN_DIR/latest (or RUN_DIR itself if it is one).
 std::string resolve_checkpoint(const std::string& path);
+
+// Writes OUT_DIR/step-NNNNNN (F32 weights, the tokenizer files found in tokenizer_dir, optimizer
+// state, trainer_state.json from `state`) atomically, then points OUT_DIR/latest at it and keeps
+// only the one before it. Returns the new directory. Shared by pretraining and RL training.
+// Rewrites a metrics.jsonl keeping the lines with step <= last_step (none when last_step is 0),
+// so a resumed run continues a clean log.
+void truncate_metrics(const std::string& path, int64_t last_step);
+
+std::string save_checkpoint(const std::string& out_dir, int64_t step, const Model& model, const AdamW& adamw,
+                            const nlohmann::json& state, const std::string& tokenizer_dir);
 
 }  // namespace whale

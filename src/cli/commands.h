@@ -15,4 +15,6 @@ void register_plot(CLI::App& app);
 void register_chat(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_grpo(CLI::App& app);
+void register_export_gguf(CLI::App& app);
+void register_quantize(CLI::App& app);
 }  // namespace whale::cli

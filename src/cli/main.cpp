@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
   whale::cli::register_chat(app);
   whale::cli::register_serve(app);
   whale::cli::register_grpo(app);
+  whale::cli::register_export_gguf(app);
+  whale::cli::register_quantize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <filesystem>
 
 #include "core/error.h"
 #include "core/mmap.h"
@@ -38,6 +39,13 @@ AttentionMode parse_attention_mode(const std::string& text) {
 void write_f32_file(const std::string& path, const std::vector<float>& values) {
   static_assert(sizeof(float) == 4);
   write_file_atomic(path, values.data(), values.size() * sizeof(float));  // x86-64 is little-endian
+}
+
+std::unique_ptr<tokenizer::Tokenizer> take_tokenizer(Model& model) {
+  if (model.tokenizer) return std::move(model.tokenizer);
+  const std::string path = (std::filesystem::path(model.source) / "tokenizer.json").string();
+  if (model.gguf || !std::filesystem::exists(path)) return nullptr;
+  return std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(path));
 }
 
 }  // namespace whale::cli

@@ -4,7 +4,9 @@
 #include <string>
 #include <vector>
 
+#include "io/checkpoint.h"
 #include "model/transformer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace whale::cli {
 
@@ -13,5 +15,8 @@ std::vector<int32_t> parse_token_list(const std::string& text, const std::string
 AttentionMode parse_attention_mode(const std::string& text);
 // Binary file of little-endian float32, written atomically.
 void write_f32_file(const std::string& path, const std::vector<float>& values);
+// The model's tokenizer: the one stored in a GGUF file (taken out of the Model), else the
+// checkpoint directory's tokenizer.json; null when there is neither.
+std::unique_ptr<tokenizer::Tokenizer> take_tokenizer(Model& model);
 
 }  // namespace whale::cli

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/mmap.h"
 #include "core/rng.h"
+#include "io/gguf_model.h"
 
 namespace whale {
 
@@ -60,6 +61,7 @@ float* own(Model& m, size_t n) {
 }  // namespace
 
 std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& options) {
+  if (is_gguf_file(path)) return load_gguf_model(path, options);
   auto model = std::make_unique<Model>();
   if (!fs::is_directory(path)) throw Error(path, "not a checkpoint directory (expected config.json + *.safetensors)");
   // A training run directory names its newest checkpoint in `latest`.

@@ -5,9 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/weights.h"
+#include "tokenizer/tokenizer.h"
 
 namespace whale {
 
@@ -16,6 +18,8 @@ struct Model {
   ModelConfig config;
   ModelWeights weights;
   std::unique_ptr<SafetensorsSet> files;     // memory-mapped sources
+  std::unique_ptr<GgufFile> gguf;            // memory-mapped GGUF source (load_model of a .gguf file)
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // the tokenizer stored in a GGUF; null otherwise
   std::vector<std::vector<float>> owned;     // dequantised or freshly initialised tensors
   std::string source;
 };
@@ -26,6 +30,7 @@ struct LoadOptions {
   bool keep_bf16 = true;
 };
 
+// dir: a checkpoint directory, a run directory (follows `latest`), or a GGUF file.
 std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& options = {});
 
 struct InitOptions {

@@ -54,6 +54,7 @@ run() {
 }
 
 run fuzz_safetensors "$here/safetensors.dict" "$here"/corpus_safetensors/*
+run fuzz_gguf "$here/gguf.dict" "$here"/corpus_gguf/*
 run fuzz_config "$here/config.dict" "$root"/tests/model/configs/*.json "$root"/configs/*.json \
   "$root"/tests/reference/configs/*.json
 run fuzz_request "$here/request.dict" "$here"/corpus_request/*

@@ -71,7 +71,7 @@ std::string string(const json& j, const char* key) {
   return j[key].get<std::string>();
 }
 
-SamplingRequest parse_sampling(const json& j, const Limits& limits, bool chat) {
+SamplingRequest parse_sampling(const json& j, const Limits& limits) {
   SamplingRequest s;
   // max_completion_tokens is the newer name for the same limit.
   for (const char* key : {"max_tokens", "max_completion_tokens"})
@@ -117,7 +117,6 @@ SamplingRequest parse_sampling(const json& j, const Limits& limits, bool chat) {
   }
   if (present(j, "logprobs") && j["logprobs"].is_boolean() && j["logprobs"].get<bool>())
     invalid("logprobs", "is not supported");
-  (void)chat;
   return s;
 }
 
@@ -211,7 +210,7 @@ ChatRequest parse_chat_request(std::string_view body, const Limits& limits) {
   } catch (const Error& e) {
     invalid("messages", e.what());
   }
-  r.sampling = parse_sampling(j, limits, true);
+  r.sampling = parse_sampling(j, limits);
   if (present(j, "tools")) r.tools = parse_tools(j["tools"], limits);
   if (present(j, "tool_choice")) {
     r.tool_choice = parse_tool_choice(j["tool_choice"], r.tools);
@@ -235,7 +234,7 @@ CompletionRequest parse_completion_request(std::string_view body, const Limits& 
     invalid("prompt", "expected a string (batched prompts: send one request each)");
   }
   if (r.prompt.empty()) invalid("prompt", "must not be empty");
-  r.sampling = parse_sampling(j, limits, false);
+  r.sampling = parse_sampling(j, limits);
   if (present(j, "echo")) r.echo = boolean(j, "echo");
   return r;
 }

@@ -31,7 +31,6 @@ nlohmann::json error_json(const ApiError& error);
 struct Limits {
   int64_t max_body_bytes = 4 << 20;
   int64_t max_messages = 512;
-  int64_t max_prompt_tokens = 0;  // 0: the model's context length
   int64_t max_n = 16;
   int64_t max_stop = 4;
   int64_t max_tools = 128;

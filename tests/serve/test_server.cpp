@@ -190,6 +190,12 @@ TEST(Server, CompletionsModelsHealthAndErrors) {
   Running s2(big);
   json l = post(s2, "/v1/chat/completions", chat_body(longtext, 4), 400);
   EXPECT_EQ(l["error"]["code"], "context_length_exceeded");
+  // The --max-prompt-tokens limit.
+  serve::ServerOptions tight;
+  tight.generation.max_prompt_tokens = 5;
+  Running s3(tight);
+  json p = post(s3, "/v1/chat/completions", chat_body("a whale swims in the deep sea", 4), 400);
+  EXPECT_EQ(p["error"]["code"], "context_length_exceeded");
   // max_tokens beyond the context.
   json m = post(s, "/v1/chat/completions", chat_body("hi", 5000), 400);
   EXPECT_EQ(m["error"]["code"], "context_length_exceeded");

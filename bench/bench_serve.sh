@@ -17,4 +17,4 @@ if [[ ! -f "$MODEL/model.safetensors" ]]; then
     --tokenizer "$DIR/tok-8k/tokenizer.json" --out "$MODEL"
 fi
 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} "./$BUILD/bench_serve" --model "$MODEL" --concurrency 1,4,16 \
-  --requests "${REQUESTS:-2}" --max-tokens "${MAX_TOKENS:-32}"
+  --requests "${REQUESTS:-1}" --max-tokens "${MAX_TOKENS:-48}" --prompt-words "${PROMPT_WORDS:-4}"

@@ -97,11 +97,10 @@ class TurnPrinter {
   void print(const TextDelta& d) {
     if (!d.reasoning.empty()) {
       reasoning_chars_ += d.reasoning.size();
-      if (!hide_) {
-        if (!in_reasoning_) out(color_ ? "\x1b[2m" : "<think>\n");
-        in_reasoning_ = true;
-        out(d.reasoning);
-      }
+      if (!in_reasoning_ && (!hide_ || color_))
+        out(hide_ ? "\x1b[2m(thinking...)\x1b[0m" : color_ ? "\x1b[2m" : "<think>\n");
+      in_reasoning_ = true;
+      if (!hide_) out(d.reasoning);
     }
     if (!d.content.empty()) {
       close_reasoning();
@@ -110,7 +109,9 @@ class TurnPrinter {
     std::fflush(stdout);
   }
   void close_reasoning() {
-    if (in_reasoning_) out(color_ ? "\x1b[0m\n\n" : "\n</think>\n\n");
+    // Hidden reasoning showed only "(thinking...)" on a terminal: erase it.
+    if (in_reasoning_ && hide_ && color_) out("\r\x1b[K");
+    if (in_reasoning_ && !hide_) out(color_ ? "\x1b[0m\n\n" : "\n</think>\n\n");
     in_reasoning_ = false;
   }
   size_t reasoning_chars() const { return reasoning_chars_; }
@@ -249,7 +250,7 @@ class ChatCli {
     if (opt_.hide_reasoning && printer.reasoning_chars() > 0)
       line += "[reasoning hidden: " + std::to_string(printer.reasoning_chars()) + " bytes] ";
     char buf[256];
-    std::snprintf(buf, sizeof buf, "prompt: %lld tokens (%lld cached), %.1f tok/s | answer: %lld tokens, %.1f tok/s",
+    std::snprintf(buf, sizeof buf, "prompt: %lld new tokens (+%lld from the cache), %.1f tok/s | answer: %lld tokens, %.1f tok/s",
                   (long long)s.prompt_tokens, (long long)s.reused_tokens, s.prompt_tokens_per_second(),
                   (long long)s.generated_tokens, s.decode_tokens_per_second());
     line += buf;
@@ -283,7 +284,8 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--context", opt->context, "KV cache size in tokens (default: max_position_embeddings, at most 4096)");
   cmd->add_option("--stop", opt->stop, "Stop an answer at this string (repeatable)");
   cmd->add_option("--attn", opt->attn, "Attention path: auto, absorb or naive")->capture_default_str();
-  cmd->add_flag("--hide-reasoning", opt->hide_reasoning, "Do not print <think> reasoning; report its size instead");
+  cmd->add_flag("--hide-reasoning", opt->hide_reasoning,
+                "Collapse <think> reasoning: a terminal shows \"(thinking...)\" while it runs; its size is reported after");
   cmd->add_flag("--no-color", opt->no_color, "No ANSI colours even on a terminal (also: NO_COLOR=1)");
   cmd->callback([opt] {
     validate(opt->sampling);

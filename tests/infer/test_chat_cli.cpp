@@ -101,7 +101,7 @@ TEST_F(ChatCli, PipedLinesAreTurnsAndSaveWritesTheConversation) {
   EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << "no ANSI when stdout is not a terminal";
   EXPECT_EQ(count(r.err, "prompt: "), 2u) << r.err;  // one speed line per answer
   EXPECT_EQ(count(r.err, "tok/s"), 4u) << r.err;
-  EXPECT_NE(r.err.find("cached"), std::string::npos);
+  EXPECT_NE(r.err.find("from the cache"), std::string::npos);
   // The conversation as saved: the system prompt, then user and assistant in turn; stdout
   // holds exactly the two answers, each followed by a blank line.
   nlohmann::json j = nlohmann::json::parse(read_file(saved));
@@ -207,6 +207,7 @@ TEST_F(ChatCli, CtrlCStopsTheAnswerNotTheProgram) {
   };
   std::string seen;
   if (!read_until(master, ">>> ", seen)) return fail("no prompt", seen);
+  EXPECT_NE(seen.find("\x1b[1m>>> "), std::string::npos) << "a terminal gets ANSI styling";
   seen.clear();
   ASSERT_EQ(::write(master, "hello\n", 6), 6);
   // Wait for the answer to start streaming (past the echoed line), then press Ctrl-C.

@@ -24,7 +24,7 @@ mkdir -p "$OUT"
 W=./$BUILD/whale
 [[ -f "$OUT/tok/tokenizer.json" ]] || $W tokenizer train --vocab-size 2048 --out "$OUT/tok/tokenizer.json" data/corpus/*.txt
 [[ -f "$OUT/data/meta.json" ]] || $W data prepare --tokenizer "$OUT/tok/tokenizer.json" --out "$OUT/data" data/corpus/*.txt
-echo "machine: $(nproc) CPUs; load before: $(uptime | sed 's/.*load average: //')"
+echo "machine: $(nproc --all) CPUs; load before: $(uptime | sed 's/.*load average: //')"
 for seed in $SEEDS; do
   for p in $MODES; do
     tag="s$seed-lr$LR-n$STEPS-$p"

@@ -4,7 +4,9 @@
 #   2. tokenise the corpus into shards with a validation split,
 #   3. pretrain a small DeepSeek-V3-architecture model (MLA, DeepSeekMoE with a shared expert,
 #      sigmoid routing with auxiliary-loss-free bias balancing, one MTP layer),
-#   4. plot the curves, and sample text from the checkpoint.
+#   4. plot the curves, and sample text from the checkpoint,
+#   5. reasoning RL at a small budget: SFT on worked <think> traces of 2-digit addition, then
+#      GRPO; held-out accuracy before and after RL (bench/rl_pipeline.sh is the longer version).
 # About 12 minutes on 2 cores. WHALE_OUT sets the output folder (default: out),
 # WHALE_STEPS the number of training steps.
 set -euo pipefail
@@ -13,7 +15,7 @@ bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build whale
 OUT=${WHALE_OUT:-out}
-STEPS=${WHALE_STEPS:-600}
+STEPS=${WHALE_STEPS:-500}
 W=./build/whale
 mkdir -p "$OUT"
 $W tokenizer train --vocab-size 4096 --out "$OUT/tokenizer/tokenizer.json" data/corpus/*.txt
@@ -28,3 +30,22 @@ for prompt in "ELIZABETH:" "It is a truth universally acknowledged" "LOVE, n."; 
   $W generate --model "$OUT/run" --prompt "$prompt" --max-tokens 80 --temperature 0.8 --top-p 0.95 --seed 1
   echo
 done
+
+# Reasoning RL (DeepSeek-R1 recipe in miniature): cold-start SFT, then GRPO with a rule reward.
+# Needs `whale sft-data`, `sft` and `eval` (skipped with a note when this build lacks them).
+if $W --help 2>&1 | grep -qE '^ +sft-data ' && $W --help 2>&1 | grep -qE '^ +eval '; then
+  TASK="arith:digits=2,ops=+"
+  echo "== reasoning RL on $TASK: SFT on reference traces, then GRPO"
+  $W sft-data --task "$TASK" --count 400 --out "$OUT/sft.jsonl"
+  $W sft --model "$OUT/run" --data "$OUT/sft.jsonl" --out "$OUT/sft" --epochs 8 --lr 2e-3
+  $W eval --model "$OUT/sft" --task "$TASK" --limit 200 --show 2 --out "$OUT/eval-sft.json"
+  $W grpo --model "$OUT/sft" --task "$TASK" --out "$OUT/grpo" --steps "${WHALE_GRPO_STEPS:-30}" --prompts 8 \
+    --group-size 8 --max-tokens 48 --lr 1e-4 --kl-beta 0.02 --clip-high 0.28
+  $W eval --model "$OUT/grpo" --task "$TASK" --limit 200 --show 2 --out "$OUT/eval-grpo.json"
+  $W plot "$OUT/grpo" >/dev/null 2>&1 || true
+  acc() { grep -o '"pass@1": *[0-9.eE+-]*' "$1" | head -n 1 | sed 's/.*: *//'; }
+  echo "== held-out accuracy ($TASK, 200 problems, greedy): after SFT $(acc "$OUT/eval-sft.json"), after GRPO $(acc "$OUT/eval-grpo.json")"
+  echo "Chat with the RL model: ./build/whale chat --model $OUT/grpo"
+else
+  echo "== skipping reasoning RL: this whale has no sft-data/eval subcommands"
+fi

@@ -15,6 +15,7 @@
 #include "infer/generate.h"
 #include "infer/speculative.h"
 #include "kernels/cpu_features.h"
+#include "kernels/qmatmul.h"
 #include "io/checkpoint.h"
 
 using namespace whale;
@@ -63,9 +64,9 @@ static double peak_rss_mib() {
 
 // Bytes of weights one decoded token reads: every dense projection, the router, the shared
 // experts and the top-k routed experts of each MoE layer, and the LM head (not the MTP layer).
-static double active_weight_bytes(const Model& m) {
+static double active_weight_bytes(const Model& m, const Transformer& tf) {
   const ModelConfig& c = m.config;
-  auto bytes = [](const Tensor& t) { return t.empty() ? 0.0 : double(t.numel()) * (t.dtype == DType::BF16 ? 2 : 4); };
+  auto bytes = [&](const Tensor& t) { return tf.weight_bytes(t); };
   double total = bytes(m.weights.lm_head) + double(c.hidden_size) * (m.weights.embed_tokens.dtype == DType::BF16 ? 2 : 4);
   for (const LayerWeights& l : m.weights.layers) {
     const AttentionWeights& a = l.attn;
@@ -107,6 +108,8 @@ int main(int argc, char** argv) {
   app.add_option("--decode", decode, "Tokens to decode")->capture_default_str();
   app.add_option("--batch", batch, "Sequences decoded together")->capture_default_str();
   app.add_flag("--speculative", speculative, "Also decode with MTP speculative decoding (greedy) and compare");
+  std::string quantize;
+  app.add_option("--quantize", quantize, "Requantise the projections at load (q8_0, q4_0, q4_k, q6_k)");
   CLI11_PARSE(app, argc, argv);
   try {
     std::printf("threads: %d, quantised kernel path: %s\n", omp_get_max_threads(), kernel_path_name(kernel_path()));
@@ -117,6 +120,12 @@ int main(int argc, char** argv) {
     std::printf("model: %s  %.1fM params (%.1fM active/token), loaded in %.2fs (mmap)\n", dir.c_str(),
                 double(c.parameter_count()) / 1e6, double(c.active_parameter_count()) / 1e6, load_s);
     Generator gen(*model);
+    if (!quantize.empty()) {
+      auto tq = Clock::now();
+      const size_t qbytes = gen.transformer().quantize_weights(qmatmul_type_from_name(quantize, "--quantize"));
+      std::printf("quantised projections to %s: %.1f MB in %.1fs\n", quantize.c_str(), double(qbytes) / 1e6,
+                  seconds_since(tq));
+    }
     auto make_prompt = [&](int64_t n) {
       std::vector<int32_t> p(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) p[size_t(i)] = int32_t((i * 7919 + 13) % c.vocab_size);
@@ -140,7 +149,7 @@ int main(int argc, char** argv) {
     const double rss = peak_rss_mib();
     const double bw = read_bandwidth_gbs();  // measured now, under the same load as the decode
     std::printf("machine: read bandwidth %.1f GB/s (measured after decoding, same contention)\n", bw);
-    const double weight_bytes = active_weight_bytes(*model);
+    const double weight_bytes = active_weight_bytes(*model, gen.transformer());
     const double decode_tps = stats.decode_tokens_per_second();
     // A decode step reads the active weights once for the whole batch (upper bound: the union
     // of experts may be larger than top-k for batch > 1).
@@ -152,12 +161,20 @@ int main(int argc, char** argv) {
                 bound_steps, 100.0 * steps_per_s / bound_steps, steps_per_s * weight_bytes / 1e9);
     if (speculative && c.num_nextn_predict_layers > 0) {
       SpeculativeGenerator spec(*model);
+      if (!quantize.empty()) spec.transformer().quantize_weights(qmatmul_type_from_name(quantize, "--quantize"));
       SpeculativeStats ss;
       spec.generate(std::vector<std::vector<int32_t>>(size_t(batch), p), o, {}, &ss);
       std::printf("speculative (MTP draft, greedy): %.2f tok/s = %.2fx plain decode; %lld of %lld drafts accepted "
                   "(%.1f%%)\n",
                   ss.decode_tokens_per_second(), ss.decode_tokens_per_second() / decode_tps, (long long)ss.accepted,
                   (long long)ss.drafted, 100.0 * ss.acceptance_rate());
+      // A verify pass (2 rows + the MTP module) yields 1 + (accepted draft) tokens; its cost
+      // relative to a plain step says what speedup a given acceptance rate buys.
+      const double pass_s = ss.decode_seconds / double(std::max<int64_t>(ss.steps, 1));
+      const double step_s = stats.decode_seconds / (double(std::max<int64_t>(stats.decode_tokens, 1)) / double(batch));
+      std::printf("speculative: one verify pass costs %.2fx a plain decode step; at 85%% / 90%% acceptance "
+                  "(DeepSeek-V3's report) that is %.2fx / %.2fx plain decode\n",
+                  pass_s / step_s, 1.85 * step_s / pass_s, 1.90 * step_s / pass_s);
     }
     std::printf("kv cache: %lld bytes/token (latent %lld + rope %lld floats x %lld layers)\n",
                 (long long)KVCache::bytes_per_token(c), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -147,6 +148,17 @@ GgmlType qmatmul_activation_type(GgmlType t) {
   if (t == GgmlType::Q4_K || t == GgmlType::Q6_K) return GgmlType::Q8_K;
   throw Error("qmatmul", std::string("no quantised kernel for weight type ") + ggml_type_name(t) +
                              "; expected q8_0, q4_0, q4_K or q6_K");
+}
+
+GgmlType qmatmul_type_from_name(const std::string& name, const std::string& option) {
+  std::string lower;
+  for (char ch : name) lower += char(std::tolower(static_cast<unsigned char>(ch)));
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K}) {
+    std::string n = ggml_type_name(t);
+    for (char& ch : n) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    if (lower == n) return t;
+  }
+  throw Error(option, "is '" + name + "'; expected q8_0, q4_0, q4_k or q6_k");
 }
 
 void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate,

@@ -6,6 +6,7 @@
 // (kernels/cpu_features.h).
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "kernels/cpu_features.h"
 #include "kernels/quant.h"
@@ -22,6 +23,8 @@ float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K* w, const block_q8_K* x, Ker
 // Whether qmatmul handles weights of type t, and the activation format it quantises x to.
 bool qmatmul_supported(GgmlType t);
 GgmlType qmatmul_activation_type(GgmlType t);
+// q8_0, q4_0, q4_K or q6_K (case-insensitive) -> type; throws whale::Error naming `option`.
+GgmlType qmatmul_type_from_name(const std::string& name, const std::string& option);
 
 // y[M, N] = x[M, K] · W[N, K]^T (or y += ... when accumulate), with W's N rows stored one after
 // another in type t (ggml_row_size(t, K) bytes each; a GGUF tensor with ne = {K, N}).

@@ -29,14 +29,14 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   float* q = q_scratch_.data();
   if (c.q_lora_rank > 0) {
     std::vector<float>& qa = buffer(kQa, size_t(T * c.q_lora_rank));
-    linear(xn, T, w.attn.q_a_proj, qa.data());
+    project(xn, T, w.attn.q_a_proj, qa.data());
     rmsnorm(qa.data(), w.attn.q_a_layernorm.f32(), qa.data(), T, c.q_lora_rank, eps);
-    linear(qa.data(), T, w.attn.q_b_proj, q);
+    project(qa.data(), T, w.attn.q_b_proj, q);
   } else {
-    linear(xn, T, w.attn.q_proj, q);
+    project(xn, T, w.attn.q_proj, q);
   }
   float* kva = kv_scratch_.data();
-  linear(xn, T, w.attn.kv_a_proj_with_mqa, kva);
+  project(xn, T, w.attn.kv_a_proj_with_mqa, kva);
   // Cache the normalised latent c_t and the rotated shared key k_t^R (equations 9-10 of V2).
   for (const SeqSpan& s : spans) {
     for (int64_t i = 0; i < s.rows; ++i) {

@@ -86,7 +86,7 @@ void Transformer::moe(const LayerWeights& w, int64_t layer, const float* xn, int
   const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok, H = c.hidden_size;
   const int64_t I = c.moe_intermediate_size;
   std::vector<float>& logits = buffer(kRouterLogits, size_t(T * E));
-  linear(xn, T, w.moe.gate, logits.data());
+  project(xn, T, w.moe.gate, logits.data());
   std::vector<float>& gate_w = buffer(kGateWeights, size_t(T * K));
   if (moe_chosen_.size() < size_t(T * K)) moe_chosen_.resize(size_t(T * K));
   route_tokens(c, logits.data(), w.moe.e_score_correction_bias.empty() ? nullptr : w.moe.e_score_correction_bias.f32(),
@@ -116,10 +116,10 @@ void Transformer::moe(const LayerWeights& w, int64_t layer, const float* xn, int
       expert_in = in.data();
     }
     const MlpWeights& ex = w.moe.experts[size_t(e)];
-    linear(expert_in, n, ex.gate_proj, g.data());
-    linear(expert_in, n, ex.up_proj, u.data());
+    project(expert_in, n, ex.gate_proj, g.data());
+    project(expert_in, n, ex.up_proj, u.data());
     silu_mul(g.data(), u.data(), g.data(), n * I);
-    linear(g.data(), n, ex.down_proj, d.data());
+    project(g.data(), n, ex.down_proj, d.data());
     for (int64_t i = 0; i < n; ++i) axpy(gate_w[size_t(pairs[i])], d.data() + i * H, x + (pairs[i] / K) * H, H);
   }
   if (c.n_shared_experts > 0) mlp(w.moe.shared, xn, T, x);

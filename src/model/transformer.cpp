@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "kernels/qmatmul.h"
 
 namespace whale {
 
@@ -32,6 +33,62 @@ Transformer::Transformer(const Model& model, AttentionMode mode)
     router_stats_[size_t(s)].expert_tokens.assign(size_t(config_.n_routed_experts), 0);
   }
   buffers_.resize(kNumSlots + 16);
+}
+
+size_t Transformer::quantize_weights(GgmlType type) {
+  if (!qmatmul_supported(type))
+    throw Error("quantize", std::string("no quantised kernels for ") + ggml_type_name(type) +
+                                "; expected q8_0, q4_0, q4_K or q6_K");
+  std::vector<const Tensor*> targets{&model_.weights.lm_head};
+  auto add_mlp = [&](const MlpWeights& m) {
+    for (const Tensor* t : {&m.gate_proj, &m.up_proj, &m.down_proj}) targets.push_back(t);
+  };
+  auto add_layer = [&](const LayerWeights& l) {
+    const AttentionWeights& a = l.attn;
+    for (const Tensor* t : {&a.q_proj, &a.q_a_proj, &a.q_b_proj, &a.kv_a_proj_with_mqa, &a.o_proj}) targets.push_back(t);
+    add_mlp(l.mlp);
+    add_mlp(l.moe.shared);
+    for (const MlpWeights& e : l.moe.experts) add_mlp(e);
+    for (const Tensor* t : {&l.eh_proj, &l.shared_head_head}) targets.push_back(t);
+  };
+  for (const LayerWeights& l : model_.weights.layers) add_layer(l);
+  for (const LayerWeights& l : model_.weights.mtp) add_layer(l);
+  size_t total = 0;
+  std::vector<float> row;
+  for (const Tensor* t : targets) {
+    if (t->empty() || t->shape.size() != 2 || t->cols() % ggml_block_size(type) != 0 || quantised_.count(t->data)) continue;
+    const int64_t N = t->rows(), K = t->cols();
+    const size_t row_bytes = ggml_row_size(type, K);
+    QuantisedWeight q{type, std::vector<uint8_t>(row_bytes * size_t(N))};
+#pragma omp parallel for schedule(static) firstprivate(row)
+    for (int64_t r = 0; r < N; ++r) {
+      row.resize(size_t(K));
+      copy_row(*t, r, row.data());
+      quantize_row(type, row.data(), q.data.data() + size_t(r) * row_bytes, K);
+    }
+    total += q.data.size();
+    quantised_.emplace(t->data, std::move(q));
+  }
+  return total;
+}
+
+double Transformer::weight_bytes(const Tensor& W) const {
+  if (W.empty()) return 0.0;
+  auto it = quantised_.find(W.data);
+  if (it != quantised_.end()) return double(it->second.data.size());
+  return double(W.numel()) * double(dtype_size(W.dtype));
+}
+
+void Transformer::project(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate) {
+  if (!quantised_.empty()) {
+    auto it = quantised_.find(W.data);
+    if (it != quantised_.end()) return qmatmul(it->second.type, it->second.data.data(), W.rows(), W.cols(), x, M, y, accumulate);
+  }
+  if (accumulate) {
+    linear_accumulate(x, M, W, y);
+  } else {
+    linear(x, M, W, y);
+  }
 }
 
 void Transformer::reset_router_stats() {
@@ -86,7 +143,7 @@ void Transformer::logits(const float* hidden, const std::vector<int64_t>& rows, 
   for (int64_t i = 0; i < R; ++i)
     rmsnorm(hidden + rows[size_t(i)] * H, model_.weights.norm.f32(), normed.data() + i * H, 1, H,
             float(config_.rms_norm_eps));
-  linear(normed.data(), R, model_.weights.lm_head, out);
+  project(normed.data(), R, model_.weights.lm_head, out);
 }
 
 void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, const std::vector<SeqSpan>& spans,
@@ -113,7 +170,7 @@ void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, co
     rmsnorm(row, m.enorm.f32(), row, 1, H, eps);
     rmsnorm(hidden + t * H, m.hnorm.f32(), row + H, 1, H, eps);
   }
-  linear(in.data(), T, m.eh_proj, x.data());
+  project(in.data(), T, m.eh_proj, x.data());
   decoder_layer(m, config_.num_hidden_layers + k, x.data(), T, spans, true);
   const int64_t R = int64_t(out_rows.size());
   std::vector<float>& normed = buffer(kHeadIn, size_t(R * H));
@@ -122,7 +179,7 @@ void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, co
     if (r < 0 || r >= T) throw Error("mtp", "output row " + std::to_string(r) + " is outside [0, " + std::to_string(T) + ")");
     rmsnorm(x.data() + r * H, m.shared_head_norm.f32(), normed.data() + i * H, 1, H, eps);
   }
-  linear(normed.data(), R, m.shared_head_head, out);
+  project(normed.data(), R, m.shared_head_head, out);
   for (const auto& s : spans) s.cache->mtp_length = s.pos0 + s.rows;
 }
 
@@ -134,7 +191,7 @@ void Transformer::decoder_layer(const LayerWeights& w, int64_t layer_index, floa
   rmsnorm(x, w.input_layernorm.f32(), xn.data(), T, H, eps);
   std::vector<float>& attn_out = buffer(kAttnOut, size_t(T * config_.num_attention_heads * config_.v_head_dim));
   attention(w, layer_index, xn.data(), T, spans, mtp, attn_out.data());
-  linear_accumulate(attn_out.data(), T, w.attn.o_proj, x);
+  project(attn_out.data(), T, w.attn.o_proj, x, true);
   rmsnorm(x, w.post_attention_layernorm.f32(), xn.data(), T, H, eps);
   if (w.is_moe) {
     moe(w, layer_index, xn.data(), T, x);
@@ -147,10 +204,10 @@ void Transformer::mlp(const MlpWeights& w, const float* xn, int64_t T, float* x)
   const int64_t I = w.gate_proj.rows();
   std::vector<float>& g = buffer(kMlpGate, size_t(T * I));
   std::vector<float>& u = buffer(kMlpUp, size_t(T * I));
-  linear(xn, T, w.gate_proj, g.data());
-  linear(xn, T, w.up_proj, u.data());
+  project(xn, T, w.gate_proj, g.data());
+  project(xn, T, w.up_proj, u.data());
   silu_mul(g.data(), u.data(), g.data(), T * I);
-  linear_accumulate(g.data(), T, w.down_proj, x);
+  project(g.data(), T, w.down_proj, x, true);
 }
 
 }  // namespace whale

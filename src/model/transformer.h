@@ -2,10 +2,12 @@
 // Rows of all spans are stacked, so projections run as one GEMM; attention runs per span.
 #pragma once
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "infer/kv_cache.h"
 #include "io/checkpoint.h"
+#include "kernels/quant.h"
 #include "model/rope.h"
 
 namespace whale {
@@ -48,6 +50,15 @@ class Transformer {
   void mtp_logits(const float* hidden, const int32_t* next_tokens, const std::vector<SeqSpan>& spans,
                   const std::vector<int64_t>& out_rows, float* out, int64_t k = 0);
 
+  // Quantises the projections (attention except kv_b_proj, which absorption reads as F32;
+  // dense and expert MLPs; MTP eh_proj and head; lm_head; not the router) to type t in owned
+  // buffers, as llama.cpp's run-time requantisation does; later forwards run them through the
+  // quantised kernels (kernels/qmatmul.h). Matrices whose row length is not a multiple of t's
+  // block stay as they are. Returns the bytes of quantised weights.
+  size_t quantize_weights(GgmlType t);
+  // Bytes a forward reads for W: its quantised copy when there is one, else as stored.
+  double weight_bytes(const Tensor& W) const;
+
   const ModelConfig& config() const { return config_; }
   const std::vector<RouterStats>& router_stats() const { return router_stats_; }
   void reset_router_stats();
@@ -61,6 +72,8 @@ class Transformer {
   void mlp(const MlpWeights& w, const float* xn, int64_t T, float* x_accumulate);
   void moe(const LayerWeights& w, int64_t layer_index, const float* xn, int64_t T, float* x_accumulate);
   std::vector<float>& buffer(int slot, size_t n);
+  // y (+)= x W^T through the quantised copy of W when quantize_weights made one.
+  void project(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate = false);
 
   const Model& model_;
   const ModelConfig& config_;
@@ -74,6 +87,11 @@ class Transformer {
   // MoE scratch (grown only): chosen experts [T, k], assignments grouped by expert.
   std::vector<int32_t> moe_chosen_;
   std::vector<int64_t> moe_offsets_, moe_fill_, moe_rows_;
+  struct QuantisedWeight {
+    GgmlType type;
+    std::vector<uint8_t> data;  // rows of ggml_row_size(type, cols) bytes
+  };
+  std::unordered_map<const void*, QuantisedWeight> quantised_;  // by the source tensor's data
 };
 
 }  // namespace whale

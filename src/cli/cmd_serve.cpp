@@ -62,10 +62,10 @@ void register_serve(CLI::App& app) {
       if (const char* k = std::getenv("WHALE_API_KEY")) opt->server.api_key = k;
     if (opt->server.threads < 2) throw Error("--threads", "must be at least 2");
     auto model = load_model(opt->model);
-    const std::string tok_path = (std::filesystem::path(model->source) / "tokenizer.json").string();
-    if (!std::filesystem::exists(tok_path))
-      throw Error(tok_path, "whale serve needs the checkpoint's tokenizer.json (tokenizer_config.json beside it is read too)");
-    auto tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(tok_path));
+    auto tok = take_tokenizer(*model);  // the checkpoint's tokenizer.json, or the one inside a GGUF file
+    if (!tok)
+      throw Error(opt->model, "whale serve needs a tokenizer: the checkpoint's tokenizer.json (tokenizer_config.json "
+                              "beside it is read too) or one stored in the GGUF file");
     if (tok->vocab_size() > model->config.vocab_size)
       throw Error(opt->model, "tokenizer has " + std::to_string(tok->vocab_size()) + " ids but the model's vocab_size is " +
                                   std::to_string(model->config.vocab_size));

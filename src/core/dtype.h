@@ -7,7 +7,9 @@
 
 namespace whale {
 
-enum class DType { F32, F16, BF16, F8_E4M3, I64, I32, U8 };
+// Q8_0 .. Q6_K: ggml block-quantised rows (kernels/quant.h) kept as mapped from a GGUF file;
+// they have no per-element size (dtype_size is 0): use ggml_row_size.
+enum class DType { F32, F16, BF16, F8_E4M3, I64, I32, U8, Q8_0, Q4_0, Q4_K, Q6_K };
 
 const char* dtype_name(DType t);           // safetensors spelling, e.g. "BF16"
 bool dtype_from_name(const std::string& name, DType* out);

@@ -28,6 +28,9 @@ struct LoadOptions {
   // Keep BF16 projection matrices as mapped BF16 (half the memory, read by the BF16 kernels);
   // when false every tensor becomes F32.
   bool keep_bf16 = true;
+  // GGUF files: keep Q8_0/Q4_0/Q4_K/Q6_K projections as the mapped blocks (linear() runs them
+  // through the quantised kernels); when false they are dequantised to F32 at load.
+  bool keep_quantized = true;
 };
 
 // dir: a checkpoint directory, a run directory (follows `latest`), or a GGUF file.

@@ -65,10 +65,16 @@ void read_rows(const GgufFile& f, const GgufTensorInfo& t, int64_t first, int64_
   for (int64_t r = 0; r < count; ++r) dequantize_row(t.type, base + size_t(r) * row_bytes, out + r * t.ne[0], t.ne[0]);
 }
 
-// Float copy of a whale tensor (F32 or BF16 view).
+// Float copy of a whale tensor (F32, BF16 or block-quantised view).
 std::vector<float> to_f32(const Tensor& t) {
   std::vector<float> out(size_t(t.numel()));
-  if (t.dtype == DType::F32) {
+  GgmlType type;
+  if (t.dtype != DType::F32 && t.dtype != DType::BF16 && ggml_type_of(t.dtype, &type)) {
+    const int64_t cols = t.shape.back(), rows = t.numel() / cols;
+    const size_t row_bytes = ggml_row_size(type, cols);
+    for (int64_t r = 0; r < rows; ++r)
+      dequantize_row(type, static_cast<const uint8_t*>(t.data) + size_t(r) * row_bytes, out.data() + r * cols, cols);
+  } else if (t.dtype == DType::F32) {
     std::memcpy(out.data(), t.data, out.size() * 4);
   } else if (t.dtype == DType::BF16) {
     const uint16_t* h = static_cast<const uint16_t*>(t.data);
@@ -273,6 +279,9 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOption
     } else if (info->type == GgmlType::BF16 && spec.linear && options.keep_bf16 &&
                reinterpret_cast<uintptr_t>(src) % 2 == 0) {
       t.dtype = DType::BF16;
+      t.data = src;
+    } else if (ggml_block_size(info->type) > 1 && spec.linear && options.keep_quantized) {
+      t.dtype = dtype_of(info->type);  // blocks of one row never straddle rows: ne[0] is whole blocks
       t.data = src;
     } else {
       float* dst = own(t.numel());

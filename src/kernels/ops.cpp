@@ -9,6 +9,9 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/qmatmul.h"
+#include "kernels/quant.h"
+
 namespace whale {
 
 namespace {
@@ -61,10 +64,34 @@ void linear_bf16(const float* x, int64_t M, const Tensor& W, float* y, bool accu
   }
 }
 
+// Block-quantised weights (kept as mapped from a GGUF file): qmatmul's integer kernels, or for
+// a type they do not cover, each weight row dequantised once and dotted with every x row.
+void linear_quantised(const float* x, int64_t M, const Tensor& W, GgmlType type, float* y, bool accumulate) {
+  const int64_t N = W.rows(), K = W.cols();
+  if (qmatmul_supported(type)) return qmatmul(type, W.data, N, K, x, M, y, accumulate);
+  const size_t row_bytes = ggml_row_size(type, K);
+#pragma omp parallel
+  {
+    std::vector<float> w(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      dequantize_row(type, static_cast<const uint8_t*>(W.data) + size_t(n) * row_bytes, w.data(), K);
+      for (int64_t m = 0; m < M; ++m) {
+        const float* xr = x + m * K;
+        float sum = 0.0f;
+        for (int64_t k = 0; k < K; ++k) sum += w[size_t(k)] * xr[k];
+        y[m * N + n] = accumulate ? y[m * N + n] + sum : sum;
+      }
+    }
+  }
+}
+
 void linear_impl(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate) {
   const int64_t N = W.rows(), K = W.cols();
   if (M == 0 || N == 0) return;
   if (W.dtype == DType::BF16) return linear_bf16(x, M, W, y, accumulate);
+  GgmlType type;
+  if (W.dtype != DType::F32 && ggml_type_of(W.dtype, &type)) return linear_quantised(x, M, W, type, y, accumulate);
   if (M == 1) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, int(N), int(K), 1.0f, W.f32(), int(K), x, 1, accumulate ? 1.0f : 0.0f,
                 y, 1);
@@ -124,8 +151,11 @@ void axpy(float a, const float* x, float* y, int64_t n) {
 
 void copy_row(const Tensor& t, int64_t row, float* out) {
   const int64_t n = t.cols();
+  GgmlType type;
   if (t.dtype == DType::F32) {
     std::memcpy(out, t.f32() + row * n, size_t(n) * 4);
+  } else if (t.dtype != DType::BF16 && ggml_type_of(t.dtype, &type)) {
+    dequantize_row(type, static_cast<const uint8_t*>(t.data) + size_t(row) * ggml_row_size(type, n), out, n);
   } else {
     const uint16_t* h = static_cast<const uint16_t*>(t.data) + row * n;
     for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(h[i]);

@@ -306,6 +306,33 @@ size_t ggml_row_size(GgmlType t, int64_t n) {
   return size_t(n / block) * ggml_type_size(t);
 }
 
+bool ggml_type_of(DType d, GgmlType* t) {
+  switch (d) {
+    case DType::F32: *t = GgmlType::F32; return true;
+    case DType::F16: *t = GgmlType::F16; return true;
+    case DType::BF16: *t = GgmlType::BF16; return true;
+    case DType::Q8_0: *t = GgmlType::Q8_0; return true;
+    case DType::Q4_0: *t = GgmlType::Q4_0; return true;
+    case DType::Q4_K: *t = GgmlType::Q4_K; return true;
+    case DType::Q6_K: *t = GgmlType::Q6_K; return true;
+    default: return false;
+  }
+}
+
+DType dtype_of(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return DType::F32;
+    case GgmlType::F16: return DType::F16;
+    case GgmlType::BF16: return DType::BF16;
+    case GgmlType::Q8_0: return DType::Q8_0;
+    case GgmlType::Q4_0: return DType::Q4_0;
+    case GgmlType::Q4_K: return DType::Q4_K;
+    case GgmlType::Q6_K: return DType::Q6_K;
+    case GgmlType::Q8_K: break;
+  }
+  throw Error("ggml type", std::string("no whale dtype for ") + ggml_type_name(t));
+}
+
 void dequantize_row(GgmlType t, const void* src, float* y, int64_t k) {
   switch (t) {
     case GgmlType::F32: std::memcpy(y, src, size_t(k) * 4); return;

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace whale {
 
 constexpr int64_t QK8_0 = 32;   // values per Q8_0 block
@@ -92,6 +94,9 @@ size_t ggml_type_size(GgmlType t);      // bytes per block
 // Bytes of a row of n values; throws whale::Error if n is not a multiple of the block size.
 size_t ggml_row_size(GgmlType t, int64_t n);
 const char* ggml_type_name(GgmlType t);  // "q4_K" etc.
+// The block-quantised DType of a ggml type and back (F32/F16/BF16 map to their DType too).
+bool ggml_type_of(DType d, GgmlType* t);  // false for F8_E4M3 and the integer types
+DType dtype_of(GgmlType t);               // Q8_K has none (throws)
 // Dequantise k values of type t starting at the beginning of src (plain floats included).
 void dequantize_row(GgmlType t, const void* src, float* y, int64_t k);
 // Quantise k floats to type t (all types above except Q8_K's callers may use this too).

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "infer/generate.h"
 #include "infer/speculative.h"
+#include "kernels/qmatmul.h"
 #include "infer/text_stream.h"
 #include "io/checkpoint.h"
 #include "tokenizer/tokenizer.h"
@@ -19,7 +20,7 @@ namespace whale::cli {
 
 void register_generate(CLI::App& app) {
   struct Options {
-    std::string model, prompt_tokens, prompt, attn = "auto";
+    std::string model, prompt_tokens, prompt, attn = "auto", quantize;
     int64_t max_tokens = 32, batch = 1;
     SamplingParams sampling;
     bool ignore_eos = false, quiet = false, speculative = false;
@@ -43,6 +44,9 @@ void register_generate(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--attn", opt->attn, "Attention path: auto, absorb or naive")->capture_default_str();
   cmd->add_flag("--ignore-eos", opt->ignore_eos, "Keep generating past the end-of-sequence token");
+  cmd->add_option("--quantize", opt->quantize,
+                  "Requantise the projections at load to q8_0, q4_0, q4_k or q6_k and run them through the "
+                  "quantised kernels");
   cmd->add_flag("--speculative", opt->speculative,
                 "Draft each next token with the model's MTP head and verify it in the same forward pass "
                 "(output distribution unchanged; greedy output identical)");
@@ -77,6 +81,10 @@ void register_generate(CLI::App& app) {
       spec.emplace(*model, parse_attention_mode(opt->attn));
     } else {
       gen.emplace(*model, parse_attention_mode(opt->attn));
+    }
+    if (!opt->quantize.empty()) {
+      const GgmlType qt = qmatmul_type_from_name(opt->quantize, "--quantize");
+      (spec ? spec->transformer() : gen->transformer()).quantize_weights(qt);
     }
     const tokenizer::Tokenizer* tok_ptr = tok ? &*tok : nullptr;
     SpeculativeStats stats;

@@ -76,6 +76,8 @@ double Transformer::weight_bytes(const Tensor& W) const {
   if (W.empty()) return 0.0;
   auto it = quantised_.find(W.data);
   if (it != quantised_.end()) return double(it->second.data.size());
+  GgmlType stored;
+  if (W.shape.size() == 2 && ggml_type_of(W.dtype, &stored)) return double(ggml_row_size(stored, W.cols())) * double(W.rows());
   return double(W.numel()) * double(dtype_size(W.dtype));
 }
 

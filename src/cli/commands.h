@@ -12,6 +12,9 @@ void register_grad(CLI::App& app);
 void register_data(CLI::App& app);
 void register_pretrain(CLI::App& app);
 void register_plot(CLI::App& app);
+void register_sft(CLI::App& app);  // sft and sft-data
+void register_eval(CLI::App& app);
+void register_distill(CLI::App& app);
 void register_chat(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_grpo(CLI::App& app);

@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
   whale::cli::register_data(app);
   whale::cli::register_pretrain(app);
   whale::cli::register_plot(app);
+  whale::cli::register_sft(app);
+  whale::cli::register_eval(app);
+  whale::cli::register_distill(app);
   whale::cli::register_chat(app);
   whale::cli::register_serve(app);
   whale::cli::register_grpo(app);

@@ -58,4 +58,5 @@ run fuzz_gguf "$here/gguf.dict" "$here"/corpus_gguf/*
 run fuzz_config "$here/config.dict" "$root"/tests/model/configs/*.json "$root"/configs/*.json \
   "$root"/tests/reference/configs/*.json
 run fuzz_request "$here/request.dict" "$here"/corpus_request/*
+run fuzz_rewards "$here/rewards.dict" "$here"/corpus_rewards/*
 exit $status

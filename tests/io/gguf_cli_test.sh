@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End to end through the CLI: a whale checkpoint and the GGUF exported from it give
 # byte-identical logits in F32 (MTP head included); whale quantize of the F32 GGUF equals a
-# direct Q8_0 export, and its logits stay within the stated Q8_0 bound (relative RMS 4%,
-# see tests/io/test_gguf_model.cpp). Usage: gguf_cli_test.sh WHALE SOURCE_DIR WORK_DIR
+# direct Q8_0 export, and its logits stay within 6% relative RMS: the Q8_0 weights (2.8% on
+# this model dequantised) run kept-quantised through qmatmul, whose 8-bit activations add
+# their own rounding (measured 3.7% in all; see tests/io/test_gguf_model.cpp). Usage: gguf_cli_test.sh WHALE SOURCE_DIR WORK_DIR
 set -euo pipefail
 whale=$1 src=$2 work=$3
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
@@ -24,7 +25,7 @@ a = np.fromfile("ckpt.f32", dtype=np.float32)
 b = np.fromfile("q8.f32", dtype=np.float32)
 err = float(np.sqrt(((a - b) ** 2).sum() / (a ** 2).sum()))
 print(f"q8_0 logits relative RMS error {err:.4f}")
-assert 0 < err < 0.04, err
+assert 0 < err < 0.06, err
 PY
 # A damaged file is one clear error, not a crash.
 head -c 100 f32.gguf > cut.gguf

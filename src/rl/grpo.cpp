@@ -375,7 +375,8 @@ GrpoResult grpo(const GrpoOptions& o, const Task& task, Progress* progress) {
     if (last || (o.save_every > 0 && (step + 1) % o.save_every == 0)) {
       json state = {{"step", step + 1}, {"format", "whale-grpo-1"}, {"reward", m.reward}, {"accuracy", m.accuracy},
                     {"run_config", run_config}};
-      result.final_checkpoint = save_checkpoint(o.out_dir, step + 1, *policy, adamw, state, start_dir);
+      // The tokenizer comes from --model: a resumed checkpoint may be pruned while this run saves.
+      result.final_checkpoint = save_checkpoint(o.out_dir, step + 1, *policy, adamw, state, ref_dir);
     }
     if (progress)
       progress->update(step + 1, "reward " + two_digits(m.reward) + " acc " + two_digits(m.accuracy) + " len " +

@@ -128,6 +128,21 @@ TEST(GrpoTrain, RaisesRewardOnLearnableTask) {
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "optimizer.safetensors",
                         "trainer_state.json"})
     EXPECT_TRUE(fs::exists(fs::path(ck) / f)) << f;
+
+  // Resume for 3 more steps, saving each: the checkpoint resumed from is pruned meanwhile, and
+  // the new ones must still carry the tokenizer.
+  o.resume = o.out_dir;
+  o.steps = 11;
+  o.save_every = 1;
+  GrpoResult more = grpo(o, task, nullptr);
+  EXPECT_EQ(more.steps.size(), 3u);
+  EXPECT_EQ(more.steps.front().step, 9);
+  EXPECT_TRUE(fs::exists(fs::path(resolve_checkpoint(o.out_dir)) / "tokenizer.json"));
+  EXPECT_FALSE(fs::exists(fs::path(o.out_dir) / "step-000008"));
+  std::ifstream again(fs::path(o.out_dir) / "metrics.jsonl");
+  int total = 0;
+  while (std::getline(again, line)) ++total;
+  EXPECT_EQ(total, 11);
   fs::remove_all(root);
 }
 

@@ -20,8 +20,9 @@ namespace {
 std::vector<Problem> three_problems() {
   std::vector<Problem> ps(3);
   for (int i = 0; i < 3; ++i) {
-    ps[size_t(i)].id = "p" + std::to_string(i);
-    ps[size_t(i)].question = "q" + std::to_string(i);
+    const std::string n(1, char('0' + i));
+    ps[size_t(i)].id = std::string("p").append(n);  // (operator+ on a literal trips GCC 12's -Wrestrict)
+    ps[size_t(i)].question = std::string("q").append(n);
     ps[size_t(i)].target = 10 * (i + 1);
     ps[size_t(i)].answer = std::to_string(10 * (i + 1));
   }

@@ -9,7 +9,8 @@
 #   WHALE_BIN [build/whale]   WHALE_RL_OUT [out-rl]   WHALE_BASE [out/run, else trained here]
 #   WHALE_TASK [arith:digits=2,ops=+]   WHALE_SFT_COUNT [400]   WHALE_SFT_EPOCHS [8]
 #   WHALE_SFT2_COUNT [2000] (a second SFT pass over fresh traces, one epoch; 0: none)
-#   WHALE_GRPO_STEPS [20]   WHALE_EVAL [500]   WHALE_PRETRAIN_STEPS [400] (only without a base)
+#   WHALE_SFT3_COUNT [6000] (a third pass, two epochs; 0: none)   WHALE_GRPO_LR [1e-5]
+#   WHALE_GRPO_STEPS [40]   WHALE_EVAL [500]   WHALE_PRETRAIN_STEPS [400] (only without a base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${WHALE_BIN:-./build/whale}
@@ -18,7 +19,9 @@ TASK=${WHALE_TASK:-arith:digits=2,ops=+}
 SFT_COUNT=${WHALE_SFT_COUNT:-400}
 SFT_EPOCHS=${WHALE_SFT_EPOCHS:-8}
 SFT2_COUNT=${WHALE_SFT2_COUNT:-2000}
-GRPO_STEPS=${WHALE_GRPO_STEPS:-20}
+SFT3_COUNT=${WHALE_SFT3_COUNT:-6000}
+GRPO_STEPS=${WHALE_GRPO_STEPS:-40}
+GRPO_LR=${WHALE_GRPO_LR:-1e-5}
 EVAL=${WHALE_EVAL:-500}
 mkdir -p "$OUT"
 start=$(date +%s)
@@ -47,12 +50,18 @@ if [ "$SFT2_COUNT" -gt 0 ]; then
   $W sft --model "$OUT/sft1" --data "$OUT/sft2.jsonl" --out "$OUT/sft2" --epochs 1 --lr 2e-3
   SFT=$OUT/sft2
 fi
+if [ "$SFT3_COUNT" -gt 0 ]; then
+  stamp "SFT, third pass: $SFT3_COUNT fresh traces, two epochs"
+  $W sft-data --task "$TASK" --count "$SFT3_COUNT" --seed 11 --out "$OUT/sft3.jsonl"
+  $W sft --model "$SFT" --data "$OUT/sft3.jsonl" --out "$OUT/sft3" --epochs 2 --lr 2e-3
+  SFT=$OUT/sft3
+fi
 stamp "held-out accuracy after SFT ($EVAL problems, greedy)"
 $W eval --model "$SFT" --task "$TASK" --limit "$EVAL" --max-tokens 48 --show 4 --out "$OUT/eval-sft.json"
 
 stamp "GRPO from the SFT checkpoint"
-$W grpo --model "$SFT" --task "$TASK" --out "$OUT/grpo" --steps "$GRPO_STEPS" --prompts 4 --group-size 16 \
-  --max-tokens 40 --lr 2e-4 --kl-beta 0.02 --clip-high 0.28 --micro-batch 32 --save-every 10
+$W grpo --model "$SFT" --task "$TASK" --out "$OUT/grpo" --steps "$GRPO_STEPS" --prompts 8 --group-size 8 \
+  --max-tokens 40 --lr "$GRPO_LR" --kl-beta 0.02 --clip-high 0.28 --micro-batch 32 --save-every 10
 stamp "held-out accuracy after GRPO ($EVAL problems, greedy)"
 $W eval --model "$OUT/grpo" --task "$TASK" --limit "$EVAL" --max-tokens 48 --show 4 --out "$OUT/eval-grpo.json"
 $W plot "$OUT/grpo" >/dev/null 2>&1 || true

@@ -36,11 +36,11 @@ done
 if $W --help 2>&1 | grep -qE '^ +sft-data ' && $W --help 2>&1 | grep -qE '^ +eval '; then
   TASK="arith:digits=2,ops=+"
   echo "== reasoning RL on $TASK: SFT on reference traces, then GRPO"
-  $W sft-data --task "$TASK" --count 400 --out "$OUT/sft.jsonl"
-  $W sft --model "$OUT/run" --data "$OUT/sft.jsonl" --out "$OUT/sft" --epochs 8 --lr 2e-3
+  $W sft-data --task "$TASK" --count 6000 --out "$OUT/sft.jsonl"
+  $W sft --model "$OUT/run" --data "$OUT/sft.jsonl" --out "$OUT/sft" --epochs 2 --lr 2e-3
   $W eval --model "$OUT/sft" --task "$TASK" --limit 200 --show 2 --out "$OUT/eval-sft.json"
   $W grpo --model "$OUT/sft" --task "$TASK" --out "$OUT/grpo" --steps "${WHALE_GRPO_STEPS:-30}" --prompts 8 \
-    --group-size 8 --max-tokens 48 --lr 1e-4 --kl-beta 0.02 --clip-high 0.28
+    --group-size 8 --max-tokens 40 --lr 1e-5 --kl-beta 0.02 --clip-high 0.28
   $W eval --model "$OUT/grpo" --task "$TASK" --limit 200 --show 2 --out "$OUT/eval-grpo.json"
   $W plot "$OUT/grpo" >/dev/null 2>&1 || true
   acc() { grep -o '"pass@1": *[0-9.eE+-]*' "$1" | head -n 1 | sed 's/.*: *//'; }

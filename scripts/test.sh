@@ -14,7 +14,10 @@ JOBS=${JOBS:-$(nproc)}
 
 if [[ "${WHALE_SKIP_SANITIZE:-0}" != 1 ]]; then
   echo "== unit tests under AddressSanitizer + UBSan"
-  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWHALE_SANITIZE=ON -DWHALE_BENCH=OFF >/dev/null
+  # -O1 without debug info: half the compile time of -O2 -g on 2 cores; ASan reports still name
+  # functions and lines well enough through its symboliser.
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+    -DWHALE_SANITIZE=ON -DWHALE_BENCH=OFF >/dev/null
   ninja -C build-asan -j "$JOBS" whale_tests
   OMP_WAIT_POLICY=passive ASAN_OPTIONS=detect_leaks=0 ./build-asan/whale_tests --gtest_brief=1
 fi

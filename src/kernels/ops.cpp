@@ -38,15 +38,53 @@ float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
   return sum;
 }
 
+// Four activation rows against one BF16 weight row: each weight vector is widened once and
+// used four times, so batched decode is not bound by the widening (about as costly as the FMA).
+void dot_bf16_x4(const uint16_t* w, const float* x, int64_t K, float out[4]) {
+  int64_t i = 0;
+  float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (; i + 8 <= K; i += 8) {
+    const __m256 wv = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(w + i))), 16));
+    for (int r = 0; r < 4; ++r) acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * K + i), acc[r]);
+  }
+  for (int r = 0; r < 4; ++r) {
+    __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+    lo = _mm_hadd_ps(lo, lo);
+    lo = _mm_hadd_ps(lo, lo);
+    sum[r] = _mm_cvtss_f32(lo);
+  }
+#endif
+  for (; i < K; ++i) {
+    const float wi = bf16_to_f32(w[i]);
+    for (int r = 0; r < 4; ++r) sum[r] += wi * x[r * K + i];
+  }
+  for (int r = 0; r < 4; ++r) out[r] = sum[r];
+}
+
 void linear_bf16(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate) {
   const int64_t N = W.rows(), K = W.cols();
   const uint16_t* w = static_cast<const uint16_t*>(W.data);
-  if (M <= 8) {
-    // Decode: bandwidth-bound, read each weight row once for all M activation rows.
+  if (M <= 32) {
+    // Decode (one row per sequence): bandwidth-bound, read each weight row once for all M
+    // activation rows, four rows per widened weight vector. Widening whole blocks for SGEMM
+    // would move five times the bytes (measured: batch 16 slower than batch 8 before this).
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
-      for (int64_t m = 0; m < M; ++m) {
-        float v = dot_bf16(w + n * K, x + m * K, K);
+      const uint16_t* row = w + n * K;
+      int64_t m = 0;
+      for (; m + 4 <= M; m += 4) {
+        float v[4];
+        dot_bf16_x4(row, x + m * K, K, v);
+        for (int r = 0; r < 4; ++r) {
+          float& out = y[(m + r) * N + n];
+          out = accumulate ? out + v[r] : v[r];
+        }
+      }
+      for (; m < M; ++m) {
+        const float v = dot_bf16(row, x + m * K, K);
         y[m * N + n] = accumulate ? y[m * N + n] + v : v;
       }
     }

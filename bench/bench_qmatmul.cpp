@@ -18,31 +18,12 @@
 #include "kernels/cpu_features.h"
 #include "kernels/qmatmul.h"
 
+#include "bench_util.h"
+
 using namespace whale;
-using Clock = std::chrono::steady_clock;
-
-static double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// Best-of-5 parallel read of a 1 GiB buffer (the same probe as bench_inference).
-static double read_bandwidth_gbs() {
-  const size_t n = (size_t(1) << 30) / sizeof(float);
-  std::vector<float> buf(n, 1.0f);
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    auto t = Clock::now();
-    double total = 0;
-#pragma omp parallel for reduction(+ : total) schedule(static)
-    for (size_t i = 0; i < n; i += 16) {
-      float s = 0;
-      for (size_t j = 0; j < 16; ++j) s += buf[i + j];
-      total += s;
-    }
-    const double dt = seconds_since(t);
-    if (total < 0) std::printf("impossible\n");
-    best = std::max(best, double(n * sizeof(float)) / dt / 1e9);
-  }
-  return best;
-}
+using bench::Clock;
+using bench::read_bandwidth_gbs;
+using bench::seconds_since;
 
 template <class F>
 static double best_seconds(int reps, F&& f) {

@@ -6,6 +6,17 @@
 
 namespace whale {
 
+// Positions one sequence needs (prompt plus max_tokens), after checking the prompt is not
+// empty and fits the model's context.
+int64_t checked_sequence_length(const ModelConfig& c, const std::vector<int32_t>& p, int64_t b, int64_t max_tokens) {
+  if (p.empty()) throw Error("prompt", "sequence " + std::to_string(b) + " is empty; give at least one token");
+  const int64_t need = int64_t(p.size()) + max_tokens;
+  if (need > c.max_position_embeddings)
+    throw Error("max_tokens", "prompt (" + std::to_string(p.size()) + ") plus max_tokens (" + std::to_string(max_tokens) +
+                                  ") exceeds max_position_embeddings " + std::to_string(c.max_position_embeddings));
+  return need;
+}
+
 Generator::Generator(const Model& model, AttentionMode mode) : model_(model), transformer_(model, mode) {}
 
 std::vector<std::vector<int32_t>> Generator::generate(const std::vector<std::vector<int32_t>>& prompts,
@@ -22,12 +33,7 @@ std::vector<std::vector<int32_t>> Generator::generate(const std::vector<std::vec
   int64_t row = 0;
   for (int64_t b = 0; b < B; ++b) {
     const auto& p = prompts[size_t(b)];
-    if (p.empty()) throw Error("prompt", "sequence " + std::to_string(b) + " is empty; give at least one token");
-    const int64_t need = int64_t(p.size()) + options.max_tokens;
-    if (need > c.max_position_embeddings)
-      throw Error("max_tokens", "prompt (" + std::to_string(p.size()) + ") plus max_tokens (" +
-                                    std::to_string(options.max_tokens) + ") exceeds max_position_embeddings " +
-                                    std::to_string(c.max_position_embeddings));
+    const int64_t need = checked_sequence_length(c, p, b, options.max_tokens);
     caches.push_back(std::make_unique<KVCache>(c, need));
     SamplingParams sp = options.sampling;
     sp.seed = options.sampling.seed + uint64_t(b);  // independent, reproducible streams

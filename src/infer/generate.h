@@ -29,6 +29,11 @@ struct GenerateStats {
 // Called for each generated token: (sequence index, token id). Return false to stop that sequence.
 using TokenCallback = std::function<bool(int64_t, int32_t)>;
 
+// Positions one sequence needs (prompt plus max_tokens); throws naming sequence b when the prompt
+// is empty or does not fit the model's context.
+int64_t checked_sequence_length(const ModelConfig& c, const std::vector<int32_t>& prompt, int64_t b,
+                                int64_t max_tokens);
+
 class Generator {
  public:
   explicit Generator(const Model& model, AttentionMode mode = AttentionMode::Auto);

@@ -115,12 +115,7 @@ std::vector<std::vector<int32_t>> SpeculativeGenerator::generate(const std::vect
   int64_t row = 0;
   for (int64_t b = 0; b < B; ++b) {
     const auto& p = prompts[size_t(b)];
-    if (p.empty()) throw Error("prompt", "sequence " + std::to_string(b) + " is empty; give at least one token");
-    const int64_t need = int64_t(p.size()) + options.max_tokens;
-    if (need > c.max_position_embeddings)
-      throw Error("max_tokens", "prompt (" + std::to_string(p.size()) + ") plus max_tokens (" +
-                                    std::to_string(options.max_tokens) + ") exceeds max_position_embeddings " +
-                                    std::to_string(c.max_position_embeddings));
+    const int64_t need = checked_sequence_length(c, p, b, options.max_tokens);
     Sequence& s = seqs[size_t(b)];
     s.cache = std::make_unique<KVCache>(c, need + 1);  // +1: a draft may sit one past the last token
     s.rng.reseed(options.sampling.seed + uint64_t(b));

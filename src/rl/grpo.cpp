@@ -34,9 +34,19 @@ std::vector<double> group_advantages(const std::vector<double>& rewards, int64_t
   std::vector<double> adv(rewards.size());
   const size_t G = size_t(group_size);
   for (size_t g0 = 0; g0 < rewards.size(); g0 += G) {
-    double mean = 0.0, var = 0.0;
-    for (size_t i = 0; i < G; ++i) mean += rewards[g0 + i];
+    double mean = 0.0, var = 0.0, lo = rewards[g0], hi = rewards[g0];
+    for (size_t i = 0; i < G; ++i) {
+      mean += rewards[g0 + i];
+      lo = std::min(lo, rewards[g0 + i]);
+      hi = std::max(hi, rewards[g0 + i]);
+    }
     mean /= double(G);
+    // Equal rewards carry no signal: exact zeros, not the rounding error of the mean (1e-17)
+    // divided by the 1e-4 floor, which would keep every such completion in the backward pass.
+    if (hi == lo) {
+      std::fill(adv.begin() + std::ptrdiff_t(g0), adv.begin() + std::ptrdiff_t(g0 + G), 0.0);
+      continue;
+    }
     for (size_t i = 0; i < G; ++i) var += (rewards[g0 + i] - mean) * (rewards[g0 + i] - mean);
     const double denom = scale_std ? std::sqrt(var / double(G)) + 1e-4 : 1.0;
     for (size_t i = 0; i < G; ++i) adv[g0 + i] = (rewards[g0 + i] - mean) / denom;
@@ -183,7 +193,10 @@ GradientReport grpo_gradient(TrainGraph& graph, const std::vector<PolicySample>&
     };
     const LossReport rep = graph.forward_backward(tb, lopt, grads);
     for (int64_t t = 0; t < pb.B * pb.T; ++t)
-      if (pb.weight[size_t(t)] != 0.0f) out.entropy_sum += rep.entropy[size_t(t)];
+      if (pb.weight[size_t(t)] != 0.0f) {
+        out.entropy_sum += rep.entropy[size_t(t)];
+        out.logp_sum += rep.target_logprobs[size_t(t)];
+      }
   });
   return out;
 }
@@ -318,6 +331,13 @@ GrpoResult grpo(const GrpoOptions& o, const Task& task, Progress* progress) {
     m.accuracy /= S;
     m.format /= S;
     m.response_length /= S;
+    for (size_t g0 = 0; g0 < rollouts.size(); g0 += size_t(o.group_size)) {
+      bool mixed = false;
+      for (size_t i = 1; i < size_t(o.group_size); ++i)
+        mixed = mixed || rollouts[g0 + i].result.accuracy != rollouts[g0].result.accuracy;
+      m.mixed_groups += mixed ? 1.0 : 0.0;
+    }
+    m.mixed_groups /= double(o.prompts_per_step);
     const std::vector<double> adv = group_advantages(rewards, o.group_size, o.scale_std);
     const std::vector<double> seq_w = sequence_token_weights(lengths, o.loss_norm, o.max_tokens);
     // Completions with zero advantage and no KL term contribute nothing: leave them out.
@@ -358,6 +378,7 @@ GrpoResult grpo(const GrpoOptions& o, const Task& task, Progress* progress) {
           m.loss = st.loss;
           m.kl = st.tokens ? st.kl_sum / double(st.tokens) : 0.0;
           m.entropy = st.tokens ? gr.entropy_sum / double(st.tokens) : 0.0;
+          m.sampled_nll = st.tokens ? -gr.logp_sum / double(st.tokens) : 0.0;
         }
         all.add(st);
       }
@@ -366,7 +387,8 @@ GrpoResult grpo(const GrpoOptions& o, const Task& task, Progress* progress) {
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     json j = {{"step", m.step}, {"reward", m.reward}, {"accuracy", m.accuracy}, {"format_reward", m.format},
               {"response_length", m.response_length}, {"kl", m.kl}, {"clip_fraction", m.clip_fraction},
-              {"entropy", m.entropy}, {"objective", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
+              {"entropy", m.entropy}, {"sampled_nll", m.sampled_nll},
+              {"mixed_groups", m.mixed_groups}, {"objective", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
               {"seconds", m.seconds}, {"trained_completions", int64_t(samples.size())}};
     metrics << j.dump() << "\n";
     metrics.flush();

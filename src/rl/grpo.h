@@ -68,6 +68,7 @@ struct PolicySample {
 struct GradientReport {
   ObjectiveStats objective;
   double entropy_sum = 0;  // policy entropy summed over the completion tokens
+  double logp_sum = 0;     // log p(token) summed over the same tokens (on-policy: -mean = entropy)
 };
 
 // Accumulates the gradient of clipped_objective over the samples into grads (one forward and
@@ -105,6 +106,10 @@ struct GrpoStepMetrics {
   int64_t step = 0;
   double reward = 0, accuracy = 0, format = 0, response_length = 0, kl = 0, clip_fraction = 0, entropy = 0;
   double loss = 0, lr = 0, grad_norm = 0, seconds = 0;
+  // Groups whose accuracies differ (the only ones with an accuracy signal), and the training
+  // forward's mean -log p of the sampled tokens: with on-policy samples (temperature 1, top-p 1)
+  // it estimates the entropy, so a gap between the two flags a sampler/trainer mismatch.
+  double mixed_groups = 0, sampled_nll = 0;
 };
 
 struct GrpoResult {

@@ -55,6 +55,22 @@ TEST(Grpo, GroupAdvantagesWithAndWithoutStd) {
   EXPECT_THROW(group_advantages({1, 2, 3}, 2, true), Error);
 }
 
+TEST(Grpo, EqualRewardsGiveExactlyZeroAdvantage) {
+  // Eight completions that are all wrong but well formatted score 0.1 each (format weight 0.1).
+  // Their float mean is 0.09999999999999999, so without the equal-rewards case the advantage was
+  // 1.4e-17 / 1e-4 = 1.4e-13: not zero, and GRPO trained every such completion for nothing.
+  const std::vector<double> r(8, 0.1);
+  double sum = 0;
+  for (double v : r) sum += v;
+  ASSERT_NE(r[0] - sum / 8, 0.0);  // the rounding the equal-rewards case guards against
+  for (bool scale : {true, false})
+    for (double a : group_advantages(r, 8, scale)) EXPECT_EQ(a, 0.0);
+  const std::vector<double> mixed = {1.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1};
+  const auto a = group_advantages(mixed, 8, true);
+  EXPECT_GT(a[0], 2.0);
+  for (size_t i = 8; i < 16; ++i) EXPECT_EQ(a[i], 0.0);
+}
+
 TEST(Grpo, K3Values) {
   EXPECT_EQ(k3_kl(-1.3, -1.3), 0.0);
   // policy p = 0.5, reference q = 0.25: q/p - log(q/p) - 1 = 0.5 + log 2 - 1

@@ -1,7 +1,6 @@
 #include "kernels/ops.h"
 
 #include <cblas.h>
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -9,98 +8,13 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/linear_bf16.h"
 #include "kernels/qmatmul.h"
 #include "kernels/quant.h"
 
 namespace whale {
 
 namespace {
-
-// Dot product of a BF16 row with an F32 vector.
-float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
-  int64_t i = 0;
-  float sum = 0.0f;
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (; i + 16 <= n; i += 16) {
-    __m256i w0 = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(w + i))), 16);
-    __m256i w1 = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(w + i + 8))), 16);
-    acc0 = _mm256_fmadd_ps(_mm256_castsi256_ps(w0), _mm256_loadu_ps(x + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_castsi256_ps(w1), _mm256_loadu_ps(x + i + 8), acc1);
-  }
-  __m256 acc = _mm256_add_ps(acc0, acc1);
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  lo = _mm_hadd_ps(lo, lo);
-  lo = _mm_hadd_ps(lo, lo);
-  sum = _mm_cvtss_f32(lo);
-#endif
-  for (; i < n; ++i) sum += bf16_to_f32(w[i]) * x[i];
-  return sum;
-}
-
-// Four activation rows against one BF16 weight row: each weight vector is widened once and
-// used four times, so batched decode is not bound by the widening (about as costly as the FMA).
-void dot_bf16_x4(const uint16_t* w, const float* x, int64_t K, float out[4]) {
-  int64_t i = 0;
-  float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  for (; i + 8 <= K; i += 8) {
-    const __m256 wv = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(w + i))), 16));
-    for (int r = 0; r < 4; ++r) acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * K + i), acc[r]);
-  }
-  for (int r = 0; r < 4; ++r) {
-    __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-    lo = _mm_hadd_ps(lo, lo);
-    lo = _mm_hadd_ps(lo, lo);
-    sum[r] = _mm_cvtss_f32(lo);
-  }
-#endif
-  for (; i < K; ++i) {
-    const float wi = bf16_to_f32(w[i]);
-    for (int r = 0; r < 4; ++r) sum[r] += wi * x[r * K + i];
-  }
-  for (int r = 0; r < 4; ++r) out[r] = sum[r];
-}
-
-void linear_bf16(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate) {
-  const int64_t N = W.rows(), K = W.cols();
-  const uint16_t* w = static_cast<const uint16_t*>(W.data);
-  if (M <= 32) {
-    // Decode (one row per sequence): bandwidth-bound, read each weight row once for all M
-    // activation rows, four rows per widened weight vector. Widening whole blocks for SGEMM
-    // would move five times the bytes (measured: batch 16 slower than batch 8 before this).
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      const uint16_t* row = w + n * K;
-      int64_t m = 0;
-      for (; m + 4 <= M; m += 4) {
-        float v[4];
-        dot_bf16_x4(row, x + m * K, K, v);
-        for (int r = 0; r < 4; ++r) {
-          float& out = y[(m + r) * N + n];
-          out = accumulate ? out + v[r] : v[r];
-        }
-      }
-      for (; m < M; ++m) {
-        const float v = dot_bf16(row, x + m * K, K);
-        y[m * N + n] = accumulate ? y[m * N + n] + v : v;
-      }
-    }
-    return;
-  }
-  // Prefill: widen blocks of weight rows to F32 and let SGEMM do the arithmetic.
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(N, (1 << 22) / std::max<int64_t>(K, 1)));
-  std::vector<float> wf(size_t(block * K));
-  for (int64_t n0 = 0; n0 < N; n0 += block) {
-    const int64_t nb = std::min(block, N - n0);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < nb * K; ++i) wf[size_t(i)] = bf16_to_f32(w[n0 * K + i]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(nb), int(K), 1.0f, x, int(K), wf.data(),
-                int(K), accumulate ? 1.0f : 0.0f, y + n0, int(N));
-  }
-}
 
 // Block-quantised weights (kept as mapped from a GGUF file): qmatmul's integer kernels, or for
 // a type they do not cover, each weight row dequantised once and dotted with every x row.
@@ -127,7 +41,8 @@ void linear_quantised(const float* x, int64_t M, const Tensor& W, GgmlType type,
 void linear_impl(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate) {
   const int64_t N = W.rows(), K = W.cols();
   if (M == 0 || N == 0) return;
-  if (W.dtype == DType::BF16) return linear_bf16(x, M, W, y, accumulate);
+  if (W.dtype == DType::BF16)
+    return linear_bf16(x, M, static_cast<const uint16_t*>(W.data), N, K, y, accumulate);
   GgmlType type;
   if (W.dtype != DType::F32 && ggml_type_of(W.dtype, &type)) return linear_quantised(x, M, W, type, y, accumulate);
   if (M == 1) {

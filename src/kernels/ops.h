@@ -6,7 +6,8 @@
 
 namespace whale {
 
-// y[M, N] = x[M, K] · W[N, K]^T   (W is F32 or BF16; accumulation in F32)
+// y[M, N] = x[M, K] · W[N, K]^T   (W is F32, BF16 (kernels/linear_bf16.h) or block-quantised;
+// accumulation in F32)
 void linear(const float* x, int64_t M, const Tensor& W, float* y);
 // Same, accumulating into y (y += x W^T).
 void linear_accumulate(const float* x, int64_t M, const Tensor& W, float* y);

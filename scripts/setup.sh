@@ -4,7 +4,7 @@
 set -euo pipefail
 BUILD_PKGS=(build-essential cmake ninja-build pkg-config clang libomp-dev
   libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libpcre2-dev
-  libutf8proc-dev libgtest-dev libgmock-dev libbenchmark-dev)
+  libutf8proc-dev libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev)
 TEST_PKGS=(python3-torch python3-numpy nodejs npm libclang-rt-14-dev chromium)
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${TEST_PKGS[@]}"); fi

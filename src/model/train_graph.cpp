@@ -6,8 +6,11 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "core/error.h"
+#include "kernels/gemm_bf16.h"
 #include "kernels/ops.h"
 #include "kernels/quant_sim.h"
 #include "model/moe.h"
@@ -31,6 +34,29 @@ struct LayerActivations {
   std::vector<int32_t> idx;               // [N, K] chosen experts
   std::vector<int64_t> order, offsets;    // assignments (row * K + k) grouped by expert; offsets[E + 1]
   std::vector<float> eg, eu, eact, eout;  // per grouped assignment
+};
+
+// BF16 operands for oneDNN, buffers reused across steps. Each weight is rounded once per step
+// (its forward GEMM and its Dgrad share the copy); activations and gradients once per GEMM call.
+struct Bf16State {
+  GemmBf16 gemm;
+  std::unordered_map<const float*, std::vector<uint16_t>> weights;
+  std::unordered_set<const float*> fresh;  // weights rounded in this step
+  std::vector<uint16_t> x16, dy16;
+
+  const uint16_t* weight(const Tensor& W) {
+    std::vector<uint16_t>& w = weights[W.f32()];
+    if (fresh.insert(W.f32()).second) {
+      w.resize(size_t(W.numel()));
+      round_to_bf16(W.f32(), w.data(), W.numel());
+    }
+    return w.data();
+  }
+  const uint16_t* activation(const float* x, int64_t n, std::vector<uint16_t>& buf) {
+    if (buf.size() < size_t(n)) buf.resize(size_t(n));
+    round_to_bf16(x, buf.data(), n);
+    return buf.data();
+  }
 };
 
 namespace {
@@ -142,7 +168,7 @@ TrainGraph::TrainGraph(const Model& model) : model_(model), c_(model.config), ro
     acts_.push_back(new LayerActivations());
 }
 
-TrainGraph::~TrainGraph() {
+TrainGraph::~TrainGraph() {  // out of line: Bf16State is complete here
   for (auto* a : acts_) delete a;
 }
 
@@ -179,13 +205,18 @@ LossReport TrainGraph::forward_backward(const TrainBatch& batch, const LossOptio
 
 namespace {
 
-// Compute precision of the decoder layers' projections, simulated on the CPU: operands are
-// rounded to BF16, or quantised to FP8 E4M3 the way DeepSeek-V3 trains (section 3.3: 1x128 tiles
-// for activations and gradients along the contraction, 128x1 tiles for Wgrad's token contraction,
-// 128x128 blocks for weights), then multiplied with FP32
-// accumulation. Embedding, router, norms, attention core and heads stay FP32, as in V3.
+// Compute precision of the decoder layers' projections: operands are rounded to BF16, or
+// quantised to FP8 E4M3 the way DeepSeek-V3 trains (section 3.3: 1x128 tiles for activations and
+// gradients along the contraction, 128x1 tiles for Wgrad's token contraction, 128x128 blocks for
+// weights), then multiplied with FP32 accumulation. Embedding, router, norms and attention core
+// stay FP32, as in V3; the output heads and the MTP eh_proj run in BF16 in BF16 mode (as
+// autocast does) and in FP32 in FP8 mode (V3 keeps its output head out of FP8).
+// BF16 runs on oneDNN's BF16 GEMM (GemmBf16) where it has a hardware kernel: the same products
+// of rounded operands, accumulated in FP32, as the simulation (round, then SGEMM), which is the
+// fallback and the reference the fast path is tested against. FP8 is simulated.
 struct Quantizer {
   TrainPrecision precision = TrainPrecision::FP32;
+  Bf16State* fast = nullptr;  // BF16 through oneDNN (null: simulated)
   std::vector<float> xq, wq, dyq;
 
   const float* rows(const float* x, int64_t M, int64_t K, std::vector<float>& buf) {
@@ -210,15 +241,27 @@ struct Quantizer {
     }
     return Tensor{DType::F32, W.shape, wq.data()};
   }
-  void linear(const float* x, int64_t M, const Tensor& W, float* y) {
+  void linear(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate = false) {
+    if (fast) {
+      const int64_t N = W.rows(), K = W.cols();
+      fast->gemm.gemm(false, true, M, N, K, 1.0f, fast->activation(x, M * K, fast->x16), K, fast->weight(W), K,
+                      accumulate ? 1.0f : 0.0f, y, N);
+      return;
+    }
     const float* xq_ = rows(x, M, W.cols(), xq);
-    whale::linear(xq_, M, weight(W), y);
+    if (accumulate) whale::linear_accumulate(xq_, M, weight(W), y);
+    else whale::linear(xq_, M, weight(W), y);
   }
-  void linear_accumulate(const float* x, int64_t M, const Tensor& W, float* y) {
-    const float* xq_ = rows(x, M, W.cols(), xq);
-    whale::linear_accumulate(xq_, M, weight(W), y);
-  }
+  void linear_accumulate(const float* x, int64_t M, const Tensor& W, float* y) { linear(x, M, W, y, true); }
   void linear_backward(const float* x, int64_t M, const Tensor& W, const float* dy, float* dx, bool acc, float* dW) {
+    if (fast) {
+      if (M == 0) return;
+      const int64_t N = W.rows(), K = W.cols();
+      const uint16_t* dy16 = fast->activation(dy, M * N, fast->dy16);
+      if (dx) fast->gemm.gemm(false, false, M, K, N, 1.0f, dy16, N, fast->weight(W), K, acc ? 1.0f : 0.0f, dx, K);
+      if (dW) fast->gemm.gemm(true, false, N, K, M, 1.0f, dy16, N, fast->activation(x, M * K, fast->x16), K, 1.0f, dW, K);
+      return;
+    }
     if (precision != TrainPrecision::FP8) {
       const float* dy_ = rows(dy, M, W.rows(), dyq);
       const float* x_ = rows(x, M, W.cols(), xq);
@@ -233,6 +276,15 @@ struct Quantizer {
     fake_quant_fp8_column_tiles(dy, dyq.data(), M, W.rows(), 128);
     fake_quant_fp8_column_tiles(x, xq.data(), M, W.cols(), 128);
     whale::linear_backward(xq.data(), M, W, dyq.data(), nullptr, false, dW);
+  }
+  // Output heads and eh_proj: BF16 in BF16 mode, FP32 otherwise.
+  void head_linear(const float* x, int64_t M, const Tensor& W, float* y) {
+    if (precision == TrainPrecision::BF16) linear(x, M, W, y);
+    else whale::linear(x, M, W, y);
+  }
+  void head_linear_backward(const float* x, int64_t M, const Tensor& W, const float* dy, float* dx, float* dW) {
+    if (precision == TrainPrecision::BF16) linear_backward(x, M, W, dy, dx, false, dW);
+    else whale::linear_backward(x, M, W, dy, dx, false, dW);
   }
 };
 
@@ -620,6 +672,11 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   rep.expert_load.assign(size_t(slots), std::vector<int64_t>(size_t(c.n_routed_experts), 0));
   Quantizer quant;
   quant.precision = precision_;
+  if (precision_ == TrainPrecision::BF16 && !simulate_bf16_) {
+    if (!bf16_) bf16_ = std::make_unique<Bf16State>();
+    bf16_->fresh.clear();  // the optimizer moved the weights since the last step
+    if (bf16_->gemm.native()) quant.fast = bf16_.get();
+  }
   LayerContext ctx{c, rope_, B, T, &quant};
   // Packed rows: each row's position within its segment. The backward needs nothing else, since
   // probabilities outside a segment are exactly zero.
@@ -644,7 +701,7 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   // Main head: mean cross-entropy of next-token prediction.
   std::vector<float> hf(size_t(N * H)), rf(static_cast<size_t>(N)), logits(size_t(N * V));
   rmsnorm_save(h_final.data(), w.norm.f32(), hf.data(), rf.data(), N, H, eps);
-  linear(hf.data(), N, w.lm_head, logits.data());
+  quant.head_linear(hf.data(), N, w.lm_head, logits.data());
   std::vector<int32_t> targets(static_cast<size_t>(N));
   double denom = 0.0;
   for (int64_t b = 0; b < B; ++b)
@@ -712,13 +769,13 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
       std::memcpy(cat.data() + r * 2 * H + H, h_n.data() + r * H, size_t(H) * 4);
     }
     xm.resize(size_t(Nm * H));
-    linear(cat.data(), Nm, m.eh_proj, xm.data());
+    quant.head_linear(cat.data(), Nm, m.eh_proj, xm.data());
     layer_forward(mctx, m, *acts_[size_t(c.num_hidden_layers)], xm.data(), rep.expert_load[size_t(c.num_hidden_layers)]);
     hm.resize(size_t(Nm * H));
     hm_r.resize(static_cast<size_t>(Nm));
     rmsnorm_save(xm.data(), m.shared_head_norm.f32(), hm.data(), hm_r.data(), Nm, H, eps);
     mlogits.resize(size_t(Nm * V));
-    linear(hm.data(), Nm, m.shared_head_head, mlogits.data());
+    quant.head_linear(hm.data(), Nm, m.shared_head_head, mlogits.data());
     if (mdenom > 0) {
       rep.mtp_targets = int64_t(mdenom);
       rep.mtp_loss = cross_entropy(mlogits.data(), Nm, V, mtargets.data(), mmask.data(), mdenom, backward,
@@ -730,17 +787,17 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
 
   Gradients& g = *grads;
   std::vector<float> dx(size_t(N * H), 0.0f), dhf(size_t(N * H));
-  linear_backward(hf.data(), N, w.lm_head, logits.data(), dhf.data(), false, g.weights.lm_head.f32());
+  quant.head_linear_backward(hf.data(), N, w.lm_head, logits.data(), dhf.data(), g.weights.lm_head.f32());
   rmsnorm_backward(h_final.data(), w.norm.f32(), rf.data(), dhf.data(), dx.data(), g.weights.norm.f32(), N, H, false);
   if (mtp && mdenom > 0) {
     const LayerWeights& m = w.mtp[0];
     LayerWeights& gm = g.weights.mtp[0];
     std::vector<float> dhm(size_t(Nm * H)), dxm(size_t(Nm * H), 0.0f), dcat(size_t(Nm * 2 * H));
-    linear_backward(hm.data(), Nm, m.shared_head_head, mlogits.data(), dhm.data(), false, gm.shared_head_head.f32());
+    quant.head_linear_backward(hm.data(), Nm, m.shared_head_head, mlogits.data(), dhm.data(), gm.shared_head_head.f32());
     rmsnorm_backward(xm.data(), m.shared_head_norm.f32(), hm_r.data(), dhm.data(), dxm.data(),
                      gm.shared_head_norm.f32(), Nm, H, false);
     layer_backward(mctx, m, gm, *acts_[size_t(c.num_hidden_layers)], dxm.data(), 0.0);
-    linear_backward(cat.data(), Nm, m.eh_proj, dxm.data(), dcat.data(), false, gm.eh_proj.f32());
+    quant.head_linear_backward(cat.data(), Nm, m.eh_proj, dxm.data(), dcat.data(), gm.eh_proj.f32());
     std::vector<float> de(size_t(Nm * H)), dh(size_t(Nm * H)), dhr(size_t(Nm * H));
     for (int64_t r = 0; r < Nm; ++r) {
       std::memcpy(de.data() + r * H, dcat.data() + r * 2 * H, size_t(H) * 4);

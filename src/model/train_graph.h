@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,7 @@ struct Gradients {
 };
 
 struct LayerActivations;  // defined in train_graph.cpp
+struct Bf16State;         // oneDNN BF16 GEMM and its operand buffers (train_graph.cpp)
 
 enum class TrainPrecision { FP32, BF16, FP8 };
 
@@ -65,6 +67,9 @@ class TrainGraph {
   ~TrainGraph();
   // fp32, bf16 or fp8: the simulated compute precision of the decoder layers' projections.
   void set_precision(const std::string& name);
+  // BF16 mode runs on oneDNN's BF16 GEMM where the CPU has a BF16 kernel; true forces the
+  // simulation (operands rounded to BF16, then FP32 SGEMM), the definition it is tested against.
+  void set_bf16_simulated(bool simulated) { simulate_bf16_ = simulated; }
   // Bytes of the activations kept for the backward (all layer slots), as last sized.
   size_t activation_bytes() const;
   // Forward only (loss and load statistics).
@@ -81,6 +86,8 @@ class TrainGraph {
   Rope rope_;
   std::vector<LayerActivations*> acts_;
   TrainPrecision precision_ = TrainPrecision::FP32;  // num_hidden_layers + MTP layers
+  bool simulate_bf16_ = false;
+  std::unique_ptr<Bf16State> bf16_;  // created on the first BF16 step
 };
 
 }  // namespace whale

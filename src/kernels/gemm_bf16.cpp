@@ -1,0 +1,166 @@
+#include "kernels/gemm_bf16.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <dnnl.hpp>
+#include <unordered_map>
+
+#include "core/error.h"
+
+namespace whale {
+
+namespace {
+
+// core/dtype.h's f32_to_bf16, written branch-free so the loop vectorises.
+inline uint16_t to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t nan = (bits >> 16) | 0x40u;  // quiet NaN, sign and payload top kept
+  return uint16_t((bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
+constexpr int64_t kParallelElements = 1 << 16;  // below this a conversion is not worth waking threads
+
+}  // namespace
+
+void round_to_bf16(const float* x, uint16_t* y, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelElements)
+  for (int64_t i = 0; i < n; ++i) y[i] = to_bf16(x[i]);
+}
+
+void round_to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* y) {
+  if (ld == cols) return round_to_bf16(x, y, rows * cols);
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelElements)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = to_bf16(x[r * ld + c]);
+}
+
+namespace {
+
+struct Key {
+  int64_t M, N, K, lda, ldb, ldc;
+  float alpha, beta;
+  bool ta, tb;
+  int threads;
+  bool operator==(const Key&) const = default;
+};
+
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    uint64_t h = 1469598103934665603ull;
+    const auto mix = [&](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
+    for (int64_t v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc}) mix(uint64_t(v));
+    uint32_t a, b;
+    std::memcpy(&a, &k.alpha, 4);
+    std::memcpy(&b, &k.beta, 4);
+    mix(a);
+    mix(b);
+    mix(uint64_t(k.ta) | uint64_t(k.tb) << 1 | uint64_t(k.threads) << 2);
+    return size_t(h);
+  }
+};
+
+// One matmul primitive and its memory objects, whose data handles are set per call.
+struct Entry {
+  dnnl::matmul primitive;
+  dnnl::memory a, b, c;
+};
+
+// op(A) [M, K]: stored [M, K] (strides lda, 1) or, transposed, [K, M] (strides 1, lda).
+dnnl::memory::desc operand_desc(int64_t rows, int64_t cols, bool trans, int64_t ld, dnnl::memory::data_type dt) {
+  const dnnl::memory::dims strides = trans ? dnnl::memory::dims{1, ld} : dnnl::memory::dims{ld, 1};
+  return dnnl::memory::desc({rows, cols}, dt, strides);
+}
+
+void check_strides(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc) {
+  WHALE_CHECK(lda >= std::max<int64_t>(ta ? M : K, 1) && ldb >= std::max<int64_t>(tb ? K : N, 1) && ldc >= N,
+              "gemm_bf16",
+              "a leading dimension is shorter than its row (M " + std::to_string(M) + ", N " + std::to_string(N) +
+                  ", K " + std::to_string(K) + ", lda " + std::to_string(lda) + ", ldb " + std::to_string(ldb) +
+                  ", ldc " + std::to_string(ldc) + ")");
+}
+
+}  // namespace
+
+struct GemmBf16::Impl {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  std::unordered_map<Key, Entry, KeyHash> cache;
+
+  dnnl::matmul::primitive_desc describe(const Key& k) const {
+    using dt = dnnl::memory::data_type;
+    const auto a = operand_desc(k.M, k.K, k.ta, k.lda, dt::bf16);
+    const auto b = operand_desc(k.K, k.N, k.tb, k.ldb, dt::bf16);
+    const dnnl::memory::desc c({k.M, k.N}, dt::f32, dnnl::memory::dims{k.ldc, 1});
+    dnnl::primitive_attr attr;
+    if (k.alpha != 1.0f) attr.set_output_scales(0, {k.alpha});  // applied before the sum post-op
+    if (k.beta != 0.0f) {
+      dnnl::post_ops ops;
+      ops.append_sum(k.beta);
+      attr.set_post_ops(ops);
+    }
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, engine);
+  }
+
+  Entry& get(const Key& k) {
+    auto it = cache.find(k);
+    if (it != cache.end()) return it->second;
+    const auto pd = describe(k);
+    Entry e{dnnl::matmul(pd), dnnl::memory(pd.src_desc(), engine, DNNL_MEMORY_NONE),
+            dnnl::memory(pd.weights_desc(), engine, DNNL_MEMORY_NONE),
+            dnnl::memory(pd.dst_desc(), engine, DNNL_MEMORY_NONE)};
+    return cache.emplace(k, std::move(e)).first->second;
+  }
+};
+
+GemmBf16::GemmBf16() : impl_(std::make_unique<Impl>()) {
+  // Probe the kernel oneDNN picks for a typical projection shape.
+  const Key probe{256, 256, 256, 256, 256, 256, 1.0f, 0.0f, false, true, omp_get_max_threads()};
+  kernel_ = impl_->describe(probe).impl_info_str();
+  native_ = kernel_.find("ref") == std::string::npos;
+}
+
+GemmBf16::~GemmBf16() = default;
+
+size_t GemmBf16::cached_primitives() const { return impl_->cache.size(); }
+
+void GemmBf16::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+                    int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {  // empty contraction: C = beta C
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  check_strides(trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  const Key key{M, N, K, lda, ldb, ldc, alpha, beta, trans_a, trans_b, omp_get_max_threads()};
+  try {
+    Entry& e = impl_->get(key);
+    e.a.set_data_handle(const_cast<uint16_t*>(A));
+    e.b.set_data_handle(const_cast<uint16_t*>(B));
+    e.c.set_data_handle(C);
+    e.primitive.execute(impl_->stream, {{DNNL_ARG_SRC, e.a}, {DNNL_ARG_WEIGHTS, e.b}, {DNNL_ARG_DST, e.c}});
+    impl_->stream.wait();
+  } catch (const dnnl::error& err) {
+    throw Error("gemm_bf16", "oneDNN matmul " + std::to_string(M) + "x" + std::to_string(N) + "x" +
+                                 std::to_string(K) + " failed: " + err.what());
+  }
+}
+
+void GemmBf16::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  check_strides(trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  const int64_t a_rows = trans_a ? K : M, a_cols = trans_a ? M : K;
+  const int64_t b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
+  a16_.resize(size_t(std::max<int64_t>(a_rows * a_cols, 1)));
+  b16_.resize(size_t(std::max<int64_t>(b_rows * b_cols, 1)));
+  round_to_bf16(A, a_rows, a_cols, lda, a16_.data());
+  round_to_bf16(B, b_rows, b_cols, ldb, b16_.data());
+  gemm(trans_a, trans_b, M, N, K, alpha, a16_.data(), a_cols, b16_.data(), b_cols, beta, C, ldc);
+}
+
+}  // namespace whale

@@ -63,11 +63,20 @@ struct KeyHash {
   }
 };
 
-// One matmul primitive and its memory objects, whose data handles are set per call.
+// One matmul primitive and, for a fixed shape, its memory objects, whose data handles are set
+// per call. A primitive with a run-time M or K gets its memory descriptors per call.
 struct Entry {
   dnnl::matmul primitive;
   dnnl::memory a, b, c;
+  bool runtime = false;
 };
+
+// A dimension that varies from call to call (the rows an expert receives) is left to run time
+// once this many values of it were seen for otherwise the same GEMM: oneDNN then uses its
+// AVX512-BF16 GEMM instead of the AMX kernel it JIT-compiles per shape, but one primitive serves
+// every size, where a primitive per size grew memory by ~100 MB per training step.
+constexpr size_t kSizesBeforeRuntime = 3;
+constexpr int64_t kRuntime = DNNL_RUNTIME_DIM_VAL;
 
 // op(A) [M, K]: stored [M, K] (strides lda, 1) or, transposed, [K, M] (strides 1, lda).
 dnnl::memory::desc operand_desc(int64_t rows, int64_t cols, bool trans, int64_t ld, dnnl::memory::data_type dt) {
@@ -88,7 +97,8 @@ void check_strides(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t ld
 struct GemmBf16::Impl {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  std::unordered_map<Key, Entry, KeyHash> cache;
+  std::unordered_map<Key, Entry, KeyHash> cache;  // M or K may be kRuntime
+  std::unordered_map<Key, std::vector<int64_t>, KeyHash> sizes_m, sizes_k;  // M (or K) zeroed: sizes seen
 
   dnnl::matmul::primitive_desc describe(const Key& k) const {
     using dt = dnnl::memory::data_type;
@@ -105,14 +115,33 @@ struct GemmBf16::Impl {
     return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, engine);
   }
 
+  // Whether `size` is one of many seen for this class of GEMM (and records it).
+  static bool varies(std::unordered_map<Key, std::vector<int64_t>, KeyHash>& seen, const Key& cls, int64_t size) {
+    std::vector<int64_t>& v = seen[cls];
+    if (std::find(v.begin(), v.end(), size) == v.end() && v.size() < kSizesBeforeRuntime) v.push_back(size);
+    return v.size() >= kSizesBeforeRuntime;
+  }
+
   Entry& get(const Key& k) {
     auto it = cache.find(k);
     if (it != cache.end()) return it->second;
-    const auto pd = describe(k);
-    Entry e{dnnl::matmul(pd), dnnl::memory(pd.src_desc(), engine, DNNL_MEMORY_NONE),
-            dnnl::memory(pd.weights_desc(), engine, DNNL_MEMORY_NONE),
-            dnnl::memory(pd.dst_desc(), engine, DNNL_MEMORY_NONE)};
-    return cache.emplace(k, std::move(e)).first->second;
+    Key rm = k, rk = k, cm = k, ck = k;
+    rm.M = kRuntime;
+    rk.K = kRuntime;
+    cm.M = 0;
+    ck.K = 0;
+    if ((it = cache.find(rm)) != cache.end() || (it = cache.find(rk)) != cache.end()) return it->second;
+    const Key* make = &k;
+    if (varies(sizes_m, cm, k.M)) make = &rm;
+    else if (varies(sizes_k, ck, k.K)) make = &rk;
+    const auto pd = describe(*make);
+    Entry e{dnnl::matmul(pd), {}, {}, {}, make != &k};
+    if (!e.runtime) {
+      e.a = dnnl::memory(pd.src_desc(), engine, DNNL_MEMORY_NONE);
+      e.b = dnnl::memory(pd.weights_desc(), engine, DNNL_MEMORY_NONE);
+      e.c = dnnl::memory(pd.dst_desc(), engine, DNNL_MEMORY_NONE);
+    }
+    return cache.emplace(*make, std::move(e)).first->second;
   }
 };
 
@@ -139,10 +168,19 @@ void GemmBf16::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
   const Key key{M, N, K, lda, ldb, ldc, alpha, beta, trans_a, trans_b, omp_get_max_threads()};
   try {
     Entry& e = impl_->get(key);
-    e.a.set_data_handle(const_cast<uint16_t*>(A));
-    e.b.set_data_handle(const_cast<uint16_t*>(B));
-    e.c.set_data_handle(C);
-    e.primitive.execute(impl_->stream, {{DNNL_ARG_SRC, e.a}, {DNNL_ARG_WEIGHTS, e.b}, {DNNL_ARG_DST, e.c}});
+    if (e.runtime) {
+      using dt = dnnl::memory::data_type;
+      const dnnl::engine& eng = impl_->engine;
+      dnnl::memory a(operand_desc(M, K, trans_a, lda, dt::bf16), eng, const_cast<uint16_t*>(A));
+      dnnl::memory b(operand_desc(K, N, trans_b, ldb, dt::bf16), eng, const_cast<uint16_t*>(B));
+      dnnl::memory c(dnnl::memory::desc({M, N}, dt::f32, dnnl::memory::dims{ldc, 1}), eng, C);
+      e.primitive.execute(impl_->stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+    } else {
+      e.a.set_data_handle(const_cast<uint16_t*>(A));
+      e.b.set_data_handle(const_cast<uint16_t*>(B));
+      e.c.set_data_handle(C);
+      e.primitive.execute(impl_->stream, {{DNNL_ARG_SRC, e.a}, {DNNL_ARG_WEIGHTS, e.b}, {DNNL_ARG_DST, e.c}});
+    }
     impl_->stream.wait();
   } catch (const dnnl::error& err) {
     throw Error("gemm_bf16", "oneDNN matmul " + std::to_string(M) + "x" + std::to_string(N) + "x" +

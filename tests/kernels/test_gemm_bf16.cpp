@@ -134,6 +134,21 @@ TEST(GemmBf16, BetaZeroIgnoresNanInOutputAndRepeatedShapesReusePrimitives) {
   for (float v : D) EXPECT_EQ(v, 1.0f);
 }
 
+// An expert's GEMMs see a different number of rows every step: after a few sizes, one primitive
+// with a run-time M (forward, Dgrad) or K (Wgrad) serves them all, and must stay exact.
+TEST(GemmBf16, VaryingRowCountsShareOnePrimitive) {
+  GemmBf16 g;
+  Rng rng(9);
+  for (int64_t rows : {5, 17, 64, 33, 91, 2, 128, 7}) {
+    check(g, Case{rows, 24, 40, false, true, 1.0f, 0.0f, 0}, rng);   // forward y = x W^T
+    check(g, Case{rows, 40, 24, false, false, 1.0f, 1.0f, 0}, rng);  // Dgrad dx += dy W
+    check(g, Case{24, 40, rows, true, false, 1.0f, 1.0f, 0}, rng);   // Wgrad dW += dy^T x
+    if (HasFatalFailure()) return;
+  }
+  // two fixed-shape primitives per kind before the third size switches it to run time
+  EXPECT_LE(g.cached_primitives(), 3u * 3u);
+}
+
 TEST(GemmBf16, RejectsLeadingDimensionShorterThanRow) {
   GemmBf16 g;
   std::vector<float> A(100), B(100), C(100);

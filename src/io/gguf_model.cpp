@@ -4,9 +4,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "io/gguf_tokenizer.h"
 
 namespace whale {
@@ -332,16 +334,20 @@ GgmlType tensor_type(const std::string& name, const std::vector<int64_t>& ne, Gg
   return GgmlType::F16;
 }
 
-}  // namespace
+// A tensor's values as floats in its Hugging Face shape: a checkpoint's data (export) or
+// random numbers (write_random_gguf).
+using TensorValues = std::function<std::vector<float>(const Tensor&, const TensorSpec&)>;
 
-void export_gguf(const Model& model, const std::string& path, const GgufExportOptions& options, Progress* progress) {
-  const ModelConfig& c = model.config;
+// The deepseek2 keys and tensors of a model of config c, tensor data from values (called once
+// per tensor, or per expert of a stacked tensor, while the file is written).
+void write_deepseek2(const ModelConfig& c, const std::string& model_name,
+                     const std::function<void(GgufWriter&)>& add_tokenizer, const TensorValues& values,
+                     const std::string& path, const GgufExportOptions& options, Progress* progress) {
   GgufWriter w;
   const bool mtp = options.mtp && c.num_nextn_predict_layers > 0;
   const bool split = options.split_kv_b;
   w.add_string("general.architecture", kArch);
-  w.add_string("general.name", model.gguf ? model.gguf->get_string("general.name", "")
-                                           : fs::path(model.source).filename().string());
+  w.add_string("general.name", model_name);
   w.add_u32("general.file_type", file_type(options.type));
   if (ggml_block_size(options.type) > 1) w.add_u32("general.quantization_version", 2);
   w.add_u32(key("context_length"), uint32_t(c.max_position_embeddings));
@@ -388,18 +394,16 @@ void export_gguf(const Model& model, const std::string& path, const GgufExportOp
   }
   if (mtp) w.add_u32(key("nextn_predict_layers"), uint32_t(c.num_nextn_predict_layers));
 
-  if (model.gguf) {
-    copy_gguf_tokenizer(w, *model.gguf);
-  } else {
-    const std::string dir = options.tokenizer_dir.empty() ? model.source : options.tokenizer_dir;
-    add_gguf_tokenizer(w, dir, c);
-  }
+  add_tokenizer(w);
 
   // Tensors, in visit order; routed experts are stacked per layer and projection.
-  ModelWeights& weights = const_cast<ModelWeights&>(model.weights);
+  ModelWeights weights;  // shapes only: visit_weights sizes the layer lists
   std::vector<std::pair<const Tensor*, TensorSpec>> specs;
-  visit_weights(c, weights, [&](Tensor& t, const TensorSpec& s) { specs.push_back({&t, s}); });
-  std::map<std::string, std::vector<const Tensor*>> stacks;  // GGUF name -> experts in order
+  visit_weights(c, weights, [&](Tensor& t, const TensorSpec& s) {
+    t.shape = s.shape;
+    specs.push_back({&t, s});
+  });
+  std::map<std::string, std::vector<std::pair<const Tensor*, TensorSpec>>> stacks;  // GGUF name -> experts
   std::vector<std::string> order;
   std::map<std::string, std::pair<const Tensor*, TensorSpec>> singles;
   for (const auto& [t, spec] : specs) {
@@ -410,10 +414,9 @@ void export_gguf(const Model& model, const std::string& path, const GgufExportOp
         std::stoll(spec.name.substr(13)) >= c.num_hidden_layers)
       continue;  // MTP layer, not exported
     if (!mtp && name.find(".nextn.") != std::string::npos) continue;
-    if (t->empty()) throw Error(spec.name, "tensor has no data to export");
     if (expert >= 0) {
       if (stacks[name].empty()) order.push_back(name);
-      stacks[name].push_back(t);
+      stacks[name].push_back({t, spec});
     } else {
       order.push_back(name);
       singles[name] = {t, spec};
@@ -422,17 +425,19 @@ void export_gguf(const Model& model, const std::string& path, const GgufExportOp
   for (const std::string& name : order) {
     if (stacks.count(name)) {
       const auto& experts = stacks[name];
-      const std::vector<int64_t> ne{experts[0]->cols(), experts[0]->rows(), int64_t(experts.size())};
+      const Tensor& first = *experts[0].first;
+      const std::vector<int64_t> ne{first.cols(), first.rows(), int64_t(experts.size())};
       const GgmlType type = tensor_type(name, ne, options.type);
-      w.add_tensor(name, type, ne, [experts, type](std::vector<uint8_t>& out) {
-        for (const Tensor* e : experts) {
-          const std::vector<float> x = to_f32(*e);
+      w.add_tensor(name, type, ne, [experts, type, &values](std::vector<uint8_t>& out) {
+        for (const auto& [e, spec] : experts) {
+          const std::vector<float> x = values(*e, spec);
           append_rows(type, x.data(), e->rows(), e->cols(), out);
         }
       });
       continue;
     }
     const Tensor* t = singles[name].first;
+    const TensorSpec spec = singles[name].second;
     const bool kv_b = name.size() > 17 && name.compare(name.size() - 17, 17, ".attn_kv_b.weight") == 0;
     if (kv_b && split) {
       // HF kv_b_proj rows per head: [k_nope (qk_nope_head_dim); v (v_head_dim)] (convert_hf_to_gguf.py).
@@ -441,24 +446,24 @@ void export_gguf(const Model& model, const std::string& path, const GgufExportOp
       const std::vector<int64_t> ne_k{N, R, H}, ne_v{R, V, H};
       const GgmlType tk = tensor_type(base + ".attn_k_b.weight", ne_k, options.type);
       const GgmlType tv = tensor_type(base + ".attn_v_b.weight", ne_v, options.type);
-      w.add_tensor(base + ".attn_k_b.weight", tk, ne_k, [t, tk, H, R, N, V](std::vector<uint8_t>& out) {
-        const std::vector<float> kv = to_f32(*t);
+      w.add_tensor(base + ".attn_k_b.weight", tk, ne_k, [t, spec, &values, tk, H, R, N, V](std::vector<uint8_t>& out) {
+        const std::vector<float> kv = values(*t, spec);
         std::vector<float> k(size_t(H * R * N));
         for (int64_t h = 0; h < H; ++h)
           for (int64_t j = 0; j < R; ++j)
             for (int64_t i = 0; i < N; ++i) k[size_t((h * R + j) * N + i)] = kv[size_t((h * (N + V) + i) * R + j)];
         append_rows(tk, k.data(), H * R, N, out);
       });
-      w.add_tensor(base + ".attn_v_b.weight", tv, ne_v, [t, tv, H, R, N, V](std::vector<uint8_t>& out) {
-        const std::vector<float> kv = to_f32(*t);
+      w.add_tensor(base + ".attn_v_b.weight", tv, ne_v, [t, spec, &values, tv, H, R, N, V](std::vector<uint8_t>& out) {
+        const std::vector<float> kv = values(*t, spec);
         for (int64_t h = 0; h < H; ++h) append_rows(tv, kv.data() + (h * (N + V) + N) * R, V, R, out);
       });
       continue;
     }
     std::vector<int64_t> ne(t->shape.rbegin(), t->shape.rend());
     const GgmlType type = tensor_type(name, ne, options.type);
-    w.add_tensor(name, type, ne, [t, type](std::vector<uint8_t>& out) {
-      const std::vector<float> x = to_f32(*t);
+    w.add_tensor(name, type, ne, [t, spec, &values, type](std::vector<uint8_t>& out) {
+      const std::vector<float> x = values(*t, spec);
       append_rows(type, x.data(), t->numel() / t->shape.back(), t->shape.back(), out);
     });
   }
@@ -467,6 +472,74 @@ void export_gguf(const Model& model, const std::string& path, const GgufExportOp
     if (progress) progress->update(int64_t(done));
   });
   if (progress) progress->finish();
+}
+
+// Approximately normal numbers (Irwin-Hall: the sum of four 16-bit uniforms, rescaled to unit
+// variance) from one 64-bit draw each: 10x cheaper than Box-Muller, which matters at 16e9 values.
+float fast_normal(Rng& rng) {
+  const uint64_t r = rng.next();
+  const double sum = double(r & 0xffff) + double((r >> 16) & 0xffff) + double((r >> 32) & 0xffff) + double(r >> 48);
+  // Each 16-bit uniform has mean 32767.5 and variance (65536^2 - 1) / 12; four of them 4x that.
+  return float((sum - 4 * 32767.5) / std::sqrt(4.0 * (65536.0 * 65536.0 - 1.0) / 12.0));
+}
+
+uint64_t name_seed(uint64_t seed, const std::string& name) {  // FNV-1a over the name, then the seed
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char ch : name) h = (h ^ ch) * 0x100000001b3ull;
+  return h ^ (seed * 0x9e3779b97f4a7c15ull);
+}
+
+}  // namespace
+
+void export_gguf(const Model& model, const std::string& path, const GgufExportOptions& options, Progress* progress) {
+  const std::string name =
+      model.gguf ? model.gguf->get_string("general.name", "") : fs::path(model.source).filename().string();
+  // The visitor walks a fresh ModelWeights (shapes only); find the model's tensor by name.
+  std::map<std::string, const Tensor*> data;
+  visit_weights(model.config, const_cast<ModelWeights&>(model.weights),
+                [&](Tensor& t, const TensorSpec& s) { data[s.name] = &t; });
+  auto add_tokenizer = [&](GgufWriter& w) {
+    if (model.gguf) {
+      copy_gguf_tokenizer(w, *model.gguf);
+    } else {
+      add_gguf_tokenizer(w, options.tokenizer_dir.empty() ? model.source : options.tokenizer_dir, model.config);
+    }
+  };
+  auto values = [&](const Tensor&, const TensorSpec& spec) {
+    const Tensor& t = *data.at(spec.name);
+    if (t.empty()) throw Error(spec.name, "tensor has no data to export");
+    return to_f32(t);
+  };
+  write_deepseek2(model.config, name, add_tokenizer, values, path, options, progress);
+}
+
+void write_random_gguf(const ModelConfig& config, const std::string& path, const GgufExportOptions& options,
+                       const InitOptions& init, Progress* progress) {
+  auto add_tokenizer = [&](GgufWriter& w) {
+    if (!options.tokenizer_dir.empty() && !add_gguf_tokenizer(w, options.tokenizer_dir, config))
+      throw Error(options.tokenizer_dir, "has no tokenizer.json");
+  };
+  auto values = [&](const Tensor& t, const TensorSpec& spec) {
+    // An alias (the MTP module's embedding and head) gets its target's numbers, as init_model copies them.
+    const bool alias = !spec.alias_of.empty() && (config.tie_word_embeddings || spec.name != "lm_head.weight");
+    const uint64_t seed = name_seed(init.seed, alias ? spec.alias_of : spec.name);
+    const int64_t cols = t.shape.back(), rows = t.numel() / cols;
+    std::vector<float> x(size_t(t.numel()));
+#pragma omp parallel for schedule(static) if (rows > 64)
+    for (int64_t r = 0; r < rows; ++r) {
+      Rng rng(seed + uint64_t(r) * 0xd1b54a32d192ed03ull);  // one stream per row: any thread count gives the same file
+      float* row = x.data() + r * cols;
+      for (int64_t i = 0; i < cols; ++i) {
+        switch (spec.init) {
+          case InitKind::Normal: row[i] = float(init.std) * fast_normal(rng); break;
+          case InitKind::Ones: row[i] = 1.0f + (init.norm_jitter > 0 ? float(init.norm_jitter) * fast_normal(rng) : 0.0f); break;
+          case InitKind::Zeros: row[i] = init.router_bias_std > 0 ? float(init.router_bias_std) * fast_normal(rng) : 0.0f; break;
+        }
+      }
+    }
+    return x;
+  };
+  write_deepseek2(config, "whale random init", add_tokenizer, values, path, options, progress);
 }
 
 }  // namespace whale

@@ -33,6 +33,14 @@ struct GgufExportOptions {
 void export_gguf(const Model& model, const std::string& path, const GgufExportOptions& options,
                  Progress* progress = nullptr);
 
+// Writes a randomly initialised model of config as a deepseek2 GGUF (atomically) without ever
+// holding more than one tensor in memory, so a model larger than RAM can be made (the V2-Lite
+// benchmark). Normal-init tensors get init.std x an approximately normal variate (Irwin-Hall, 4
+// uniforms; not init_model's Box-Muller stream), one seeded stream per tensor row; norms and
+// biases follow init as init_model does. Tokenizer from options.tokenizer_dir when set.
+void write_random_gguf(const ModelConfig& config, const std::string& path, const GgufExportOptions& options,
+                       const InitOptions& init, Progress* progress = nullptr);
+
 // The ggml type of a --type spelling (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k).
 GgmlType parse_ggml_type(const std::string& text, const std::string& option);
 

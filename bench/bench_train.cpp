@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/checkpoint.h"
+#include "kernels/gemm_bf16.h"
 #include "model/train_graph.h"
 #include "train/optimizer.h"
 
@@ -41,6 +42,25 @@ static Peak sgemm_peak() {
     auto t = Clock::now();
     const double c0 = cpu_seconds();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    const double flop = 2.0 * n * n * n / 1e9;
+    best.wall = std::max(best.wall, flop / std::chrono::duration<double>(Clock::now() - t).count());
+    best.cpu = std::max(best.cpu, flop / (cpu_seconds() - c0));
+  }
+  return best;
+}
+
+// The same for oneDNN's BF16 GEMM (operands already BF16, FP32 output): the ceiling of the bf16
+// compute mode. 2048^3 (the AMX kernel needs a large shape to reach its peak).
+static Peak bf16_peak() {
+  const int n = 2048;
+  std::vector<uint16_t> a(size_t(n) * n, 0x3f00), b(size_t(n) * n, 0x3e80);  // 0.5, 0.25
+  std::vector<float> c(size_t(n) * n);
+  GemmBf16 gemm;
+  Peak best;
+  for (int rep = 0; rep < 6; ++rep) {
+    auto t = Clock::now();
+    const double c0 = cpu_seconds();
+    gemm.gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
     const double flop = 2.0 * n * n * n / 1e9;
     best.wall = std::max(best.wall, flop / std::chrono::duration<double>(Clock::now() - t).count());
     best.cpu = std::max(best.cpu, flop / (cpu_seconds() - c0));
@@ -90,11 +110,15 @@ int main(int argc, char** argv) {
   app.add_option("--batch", B)->capture_default_str();
   app.add_option("--seq-len", T)->capture_default_str();
   app.add_option("--steps", steps, "Timed steps (after one warm-up step)")->capture_default_str();
-  app.add_option("--precision", precision, "fp32, bf16 or fp8 (simulated)")->capture_default_str();
+  app.add_option("--precision", precision, "fp32, bf16 (oneDNN BF16 GEMM) or fp8 (simulated)")->capture_default_str();
   app.add_option("--mtp-lambda", mtp_lambda)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
-    const Peak peak = sgemm_peak();
+    // MFU against the ceiling of the mode's GEMM: SGEMM for fp32 (and the simulated fp8), the
+    // BF16 GEMM for bf16.
+    const bool bf16 = precision == "bf16";
+    const Peak peak = bf16 ? bf16_peak() : sgemm_peak();
+    const char* peak_name = bf16 ? "bf16 gemm" : "sgemm";
     ModelConfig c = load_model_config(config);
     InitOptions init;
     init.seed = 1;
@@ -138,13 +162,14 @@ int main(int argc, char** argv) {
     std::printf("config %s: %.1fM params (%.1fM active), batch %lld x %lld, %s, %d threads, loss %.3f -> %.3f\n",
                 config.c_str(), double(c.parameter_count()) / 1e6, double(c.active_parameter_count()) / 1e6,
                 (long long)B, (long long)T, precision.c_str(), omp_get_max_threads(), first_loss, last_loss);
+    if (bf16) std::printf("bf16 GEMM kernel: %s\n", GemmBf16().kernel().c_str());
     std::printf("model FLOPs per token %.1f M (6 x matmul weights + attention over T keys, MTP included)\n",
                 per_token / 1e6);
-    std::printf("training: %.0f tokens/s, %.2f GFLOP/s = %.1f%% of the measured sgemm peak %.1f GFLOP/s (MFU)\n", tps,
-                per_token * tps / 1e9, 100.0 * per_token * tps / 1e9 / peak.wall, peak.wall);
+    std::printf("training: %.0f tokens/s, %.2f GFLOP/s = %.1f%% of the measured %s peak %.1f GFLOP/s (MFU)\n", tps,
+                per_token * tps / 1e9, 100.0 * per_token * tps / 1e9 / peak.wall, peak_name, peak.wall);
     const double tpc = double(B * T * steps) / cpu;
-    std::printf("per CPU second: %.1f tokens, %.2f GFLOP = %.1f%% of sgemm's %.1f GFLOP per CPU second (MFU)\n", tpc,
-                per_token * tpc / 1e9, 100.0 * per_token * tpc / 1e9 / peak.cpu, peak.cpu);
+    std::printf("per CPU second: %.1f tokens, %.2f GFLOP = %.1f%% of %s's %.1f GFLOP per CPU second (MFU)\n", tpc,
+                per_token * tpc / 1e9, 100.0 * per_token * tpc / 1e9 / peak.cpu, peak_name, peak.cpu);
     std::printf("memory: peak RSS %.0f MiB; weights %.1f MB, gradients %.1f MB, AdamW state %.1f MB, "
                 "saved activations %.1f MB\n",
                 double(u.ru_maxrss) / 1024.0, double(c.parameter_count()) * 4 / 1e6, double(grad_bytes) / 1e6,

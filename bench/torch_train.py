@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""PyTorch baseline for bench_train: the same DeepSeek-V3 training step in float32 eager PyTorch.
+"""PyTorch baseline for bench_train: the same DeepSeek-V3 training step in float32 eager PyTorch
+(or, with --precision bf16, under CPU autocast to bfloat16).
 
     /usr/bin/python3 bench/torch_train.py --config bench/configs/train-10m.json \
         --batch 8 --seq-len 128 --steps 5 --threads 2
@@ -43,6 +44,9 @@ def parse_args():
     ap.add_argument("--foreach", choices=("auto", "on", "off"), default="auto",
                     help="AdamW multi-tensor path (auto: on, it is the faster one here)")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: forward under torch.autocast('cpu', dtype=torch.bfloat16) (matmuls in BF16 on "
+                         "oneDNN, FP32 master weights and optimizer), the counterpart of whale's bf16 mode")
     return ap.parse_args()
 
 
@@ -181,7 +185,7 @@ class MoE(nn.Module):
         xs = xf.index_select(0, rows).split(counts)
         outs = [self.experts[e](xs[e]) for e in range(len(counts)) if counts[e] > 0]
         out = torch.cat(outs) * w.reshape(-1).index_select(0, order).unsqueeze(1)
-        y = xf.new_zeros(B * T, H).index_add(0, rows, out)
+        y = out.new_zeros(B * T, H).index_add(0, rows, out)  # out is BF16 under autocast
         if self.shared_experts is not None:
             y = y + self.shared_experts(xf)
         self.last_route = (scores.view(B, T, -1), idx.view(B, T, K))
@@ -287,7 +291,8 @@ def main():
         tokens = torch.randint(0, c.vocab_size, (B, T + 1), generator=g)
         t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
-        loss = model(tokens, args.mtp_lambda, args.balance_alpha)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss = model(tokens, args.mtp_lambda, args.balance_alpha)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -306,7 +311,7 @@ def main():
         cpu += dc
         losses.append(loss)
     tps = B * T * args.steps / seconds
-    print(f"config {args.config}: {nparams / 1e6:.1f}M params, batch {B} x {T}, fp32, "
+    print(f"config {args.config}: {nparams / 1e6:.1f}M params, batch {B} x {T}, {args.precision}, "
           f"{torch.get_num_threads()} threads (torch {torch.__version__}), loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     print(f"torch tokens/s: {tps:.1f}")
     print(f"torch tokens per CPU second: {B * T * args.steps / cpu:.2f}")

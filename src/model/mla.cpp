@@ -48,9 +48,47 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
       for (int64_t h = 0; h < heads; ++h) rope_.apply(q + (t * heads + h) * qhd + nope, pos);
     }
   }
-  for (const SeqSpan& s : spans) {
-    const bool absorbed = mode_ == AttentionMode::Absorbed || (mode_ == AttentionMode::Auto && s.rows < kAutoNaiveRows);
-    attend_span(layer, s, s.pos0, absorbed, out);
+  auto absorbed = [&](const SeqSpan& s) {
+    return mode_ == AttentionMode::Absorbed || (mode_ == AttentionMode::Auto && s.rows < kAutoNaiveRows);
+  };
+  // Absorbed spans share the two products with kv_b_proj (W_UK before the scores, W_UV after
+  // the context): computed here for all their rows at once, heads outermost, so each head's
+  // [nope + vd, rank] slice is read once per step instead of once per sequence (2 MB per layer
+  // for the bench model; batch 16 read it 16 times). Each row's sums keep their order.
+  const int64_t width = rank + rope, vd = c.v_head_dim;
+  const float* kv_b = kv_b_f32_[size_t(layer)].data();  // [heads * (nope + vd), rank]
+  std::vector<float>& qcat = buffer(kAbsorbedQ, size_t(T * heads * width));
+  std::vector<float>& ctx = buffer(kAbsorbedContext, size_t(T * heads * rank));
+  bool any_absorbed = false;
+  for (const SeqSpan& s : spans) any_absorbed = any_absorbed || absorbed(s);
+  if (any_absorbed) {
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* w_uk = kv_b + h * (nope + vd) * rank;
+      for (const SeqSpan& s : spans) {
+        if (!absorbed(s)) continue;
+        for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t) {
+          const float* qn = q + (t * heads + h) * qhd;
+          float* qabs = qcat.data() + (t * heads + h) * width;
+          std::fill(qabs, qabs + rank, 0.0f);
+          for (int64_t d = 0; d < nope; ++d) axpy(qn[d], w_uk + d * rank, qabs, rank);
+          std::copy_n(qn + nope, rope, qabs + rank);
+        }
+      }
+    }
+  }
+  for (const SeqSpan& s : spans) attend_span(layer, s, s.pos0, absorbed(s), out);
+  if (any_absorbed) {
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* w_uv = kv_b + (h * (nope + vd) + nope) * rank;
+      for (int64_t j = 0; j < vd; ++j)
+        for (const SeqSpan& s : spans) {
+          if (!absorbed(s)) continue;
+          for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t)
+            out[(t * heads + h) * vd + j] = dot(w_uv + j * rank, ctx.data() + (t * heads + h) * rank, rank);
+        }
+    }
   }
 }
 
@@ -69,26 +107,18 @@ void Transformer::attend_span(int64_t layer, const SeqSpan& s, int64_t pos0, boo
     // Fused over heads: the span's cached rows [L, rank + rope] are one matrix C, so scores for
     // all rows and heads are one GEMM with C^T and the context one GEMM with C: each cached
     // latent is read once per layer, not once per head.
+    // qcat and ctx rows of this span were / will be filled by attention() (see there).
     const int64_t HR = s.rows * heads;
-    std::vector<float>& qcat = buffer(kAbsorbedQ, size_t(HR * width));
+    const float* qcat = buffer(kAbsorbedQ, 0).data() + s.row_begin * heads * width;
+    float* ctx = buffer(kAbsorbedContext, 0).data() + s.row_begin * heads * rank;
     // Short spans (decode) size the scores for the cache's capacity up front, so later steps
     // with longer contexts reuse the buffer instead of growing it.
     std::vector<float>& probs = buffer(kAbsorbedScores, size_t(HR * (s.rows < kAutoNaiveRows ? s.cache->capacity() : L)));
-    std::vector<float>& ctx = buffer(kAbsorbedContext, size_t(HR * rank));
     const float* C = s.cache->row(layer, 0);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < HR; ++r) {
-      const int64_t i = r / heads, h = r % heads, t = s.row_begin + i;
-      const float* qn = q + (t * heads + h) * qhd;
-      const float* w_uk = kv_b + h * (nope + vd) * rank;
-      float* qabs = qcat.data() + r * width;
-      std::fill(qabs, qabs + rank, 0.0f);
-      for (int64_t d = 0; d < nope; ++d) axpy(qn[d], w_uk + d * rank, qabs, rank);
-      std::copy_n(qn + nope, rope, qabs + rank);
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(HR), int(L), int(width), scale, qcat.data(), int(width), C,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(HR), int(L), int(width), scale, qcat, int(width), C,
                 int(width), 0.0f, probs.data(), int(L));
-#pragma omp parallel for schedule(static)
+    // A decode span's softmax is a few thousand values: a fork/join would cost more.
+#pragma omp parallel for schedule(static) if (HR * L >= (1 << 15))
     for (int64_t r = 0; r < HR; ++r) {
       const int64_t visible = pos0 + r / heads + 1;  // causal: row i sees positions <= pos0 + i
       float* p = probs.data() + r * L;
@@ -96,14 +126,7 @@ void Transformer::attend_span(int64_t layer, const SeqSpan& s, int64_t pos0, boo
       std::fill(p + visible, p + L, 0.0f);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(HR), int(rank), int(L), 1.0f, probs.data(), int(L), C,
-                int(width), 0.0f, ctx.data(), int(rank));
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < HR; ++r) {
-      const int64_t i = r / heads, h = r % heads, t = s.row_begin + i;
-      const float* w_uv = kv_b + (h * (nope + vd) + nope) * rank;
-      float* o = out + (t * heads + h) * vd;
-      for (int64_t j = 0; j < vd; ++j) o[j] = dot(w_uv + j * rank, ctx.data() + r * rank, rank);
-    }
+                int(width), 0.0f, ctx, int(rank));
     return;
   }
 

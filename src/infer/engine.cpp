@@ -271,10 +271,14 @@ void Engine::step() {
   transformer_.forward(tokens.data(), spans, hidden_.data());
   logits_.resize(size_t(int64_t(sample_rows.size()) * V));
   if (!sample_rows.empty()) transformer_.logits(hidden_.data(), sample_rows, logits_.data());
-  int64_t produced = 0;
-  for (size_t i = 0; i < sample_seqs.size(); ++i) {
-    Running& r = *sample_seqs[i];
-    float* lg = logits_.data() + int64_t(i) * V;
+  // Sampling is per sequence (its own sampler and seeded generator), so the sequences are
+  // sampled in parallel: at batch 16 a full-vocabulary sort each was a fifth of the step.
+  sampled_.resize(sample_seqs.size());
+  const int64_t n_sample = int64_t(sample_seqs.size());
+#pragma omp parallel for schedule(dynamic, 1) if (n_sample > 1)
+  for (int64_t i = 0; i < n_sample; ++i) {
+    Running& r = *sample_seqs[size_t(i)];
+    float* lg = logits_.data() + i * V;
     // OpenAI's penalties: logit -= frequency * count + presence * [count > 0].
     if (r.request.presence_penalty != 0 || r.request.frequency_penalty != 0)
       for (const auto& [tok, count] : r.counts)
@@ -283,7 +287,12 @@ void Engine::step() {
       for (int32_t t : eos_tokens_) lg[t] = -INFINITY;
       for (int32_t t : r.request.stop_tokens) lg[t] = -INFINITY;
     }
-    const int32_t tok = r.sampler.sample(lg, V, r.generated);
+    sampled_[size_t(i)] = r.sampler.sample(lg, V, r.generated);
+  }
+  int64_t produced = 0;
+  for (size_t i = 0; i < sample_seqs.size(); ++i) {
+    Running& r = *sample_seqs[i];
+    const int32_t tok = sampled_[i];
     r.generated.push_back(tok);
     ++r.counts[tok];
     ++produced;

@@ -120,6 +120,7 @@ class Engine {
 
   std::vector<std::unique_ptr<Running>> running_;  // engine thread only
   std::vector<float> hidden_, logits_;
+  std::vector<int32_t> sampled_;  // this step's token per sampled sequence
   std::thread thread_;
 };
 

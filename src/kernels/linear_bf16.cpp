@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <unistd.h>
 #include <sys/syscall.h>
@@ -290,6 +291,18 @@ void amx_range(const Bf16Activations& x, const uint16_t* w, int64_t n_begin, int
 
 }  // namespace
 
+namespace {
+// core/dtype.h's f32_to_bf16 (round to nearest even, NaN stays NaN) without the branch, so the
+// loop vectorises; the same bits for every input.
+inline uint16_t round_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t nan = (bits >> 16) | 0x40u;
+  return uint16_t((bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+}  // namespace
+
 void Bf16Activations::pack(const float* x, int64_t rows_in, int64_t K_in) {
   M = rows_in;
   K = K_in;
@@ -298,23 +311,20 @@ void Bf16Activations::pack(const float* x, int64_t rows_in, int64_t K_in) {
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * K;
     uint16_t* o = rows.data() + m * stride;
-    for (int64_t k = 0; k < K; ++k) o[k] = f32_to_bf16(xr[k]);
+    for (int64_t k = 0; k < K; ++k) o[k] = round_bf16(xr[k]);
     std::fill(o + K, o + stride, uint16_t(0));
   }
   if (bf16_path() != Bf16Path::Amx) return;
-  // B tiles: group g, pair row p holds (x[m][2p], x[m][2p + 1]) for the group's 16 rows m.
+  // B tiles: group g, pair row p holds (x[m][2p], x[m][2p + 1]) for the group's 16 rows m, as
+  // one 32-bit word per row. Columns past M in the last group are left as they are: a column of
+  // B only reaches the same column of C, which is never read.
   const int64_t groups = (M + kAmxRows - 1) / kAmxRows, pairs = stride / 2;
   if (packed.size() < size_t(groups * stride * kAmxRows)) packed.resize(size_t(groups * stride * kAmxRows));
-  for (int64_t g = 0; g < groups; ++g) {
-    uint16_t* dst = packed.data() + g * stride * kAmxRows;
-    for (int64_t j = 0; j < kAmxRows; ++j) {
-      const int64_t m = g * kAmxRows + j;
-      const uint16_t* src = m < M ? rows.data() + m * stride : nullptr;
-      for (int64_t p = 0; p < pairs; ++p) {
-        dst[(p * kAmxRows + j) * 2] = src ? src[2 * p] : 0;
-        dst[(p * kAmxRows + j) * 2 + 1] = src ? src[2 * p + 1] : 0;
-      }
-    }
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t g = m / kAmxRows, j = m % kAmxRows;
+    uint16_t* dst = packed.data() + g * stride * kAmxRows + 2 * j;
+    const uint16_t* src = rows.data() + m * stride;
+    for (int64_t p = 0; p < pairs; ++p) std::memcpy(dst + p * 2 * kAmxRows, src + 2 * p, 4);
   }
 }
 

@@ -15,6 +15,53 @@ namespace whale {
 namespace {
 enum Slot { kQa = 8, kLatent, kExpanded, kThreadScratch, kAbsorbedQ = 20, kAbsorbedScores, kAbsorbedContext };
 constexpr int64_t kAutoNaiveRows = 32;  // spans this long are prefills: expanded K/V is cheaper
+
+// y[0:n] = sum_d q[d] * w[d, 0:n] (w row-major with stride n), 64 columns at a time held in
+// registers across all d (one load and store of y per column instead of one per d). Each
+// element is the same chain of multiply-adds over d whatever the caller batches.
+void absorb_rows(const float* q, int64_t dims, const float* w, int64_t n, float* y) {
+  constexpr int64_t kCols = 64;
+  int64_t c0 = 0;
+  for (; c0 + kCols <= n; c0 += kCols) {
+    float acc[kCols] = {};
+    for (int64_t d = 0; d < dims; ++d) {
+      const float qd = q[d];
+      const float* wr = w + d * n + c0;
+#pragma omp simd
+      for (int64_t c = 0; c < kCols; ++c) acc[c] += qd * wr[c];
+    }
+    std::copy_n(acc, kCols, y + c0);
+  }
+  for (int64_t c = c0; c < n; ++c) {
+    float acc = 0.0f;
+    for (int64_t d = 0; d < dims; ++d) acc += q[d] * w[d * n + c];
+    y[c] = acc;
+  }
+}
+
+// out[j] = w[j, 0:n] · x for j < J: four rows at a time, each a 16-lane partial sum over n
+// then a fixed tree, so four independent chains hide the multiply-add latency (a plain dot is
+// one chain and a serial reduction per output).
+void dot_rows(const float* w, int64_t J, const float* x, int64_t n, float* out) {
+  constexpr int64_t kLanes = 16;
+  for (int64_t j0 = 0; j0 < J; j0 += 4) {
+    const int64_t nj = std::min<int64_t>(4, J - j0);
+    float acc[4][kLanes] = {};
+    int64_t k0 = 0;
+    for (; k0 + kLanes <= n; k0 += kLanes)
+      for (int64_t j = 0; j < nj; ++j) {
+        const float* wr = w + (j0 + j) * n + k0;
+#pragma omp simd
+        for (int64_t l = 0; l < kLanes; ++l) acc[j][l] += wr[l] * x[k0 + l];
+      }
+    for (int64_t j = 0; j < nj; ++j) {
+      for (int64_t k = k0; k < n; ++k) acc[j][k - k0] += w[(j0 + j) * n + k] * x[k];
+      for (int64_t half = kLanes / 2; half >= 1; half /= 2)
+        for (int64_t l = 0; l < half; ++l) acc[j][l] += acc[j][l + half];
+      out[j0 + j] = acc[j][0];
+    }
+  }
+}
 }  // namespace
 
 void Transformer::attention(const LayerWeights& w, int64_t layer, const float* xn, int64_t T,
@@ -70,8 +117,7 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
         for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t) {
           const float* qn = q + (t * heads + h) * qhd;
           float* qabs = qcat.data() + (t * heads + h) * width;
-          std::fill(qabs, qabs + rank, 0.0f);
-          for (int64_t d = 0; d < nope; ++d) axpy(qn[d], w_uk + d * rank, qabs, rank);
+          absorb_rows(qn, nope, w_uk, rank, qabs);
           std::copy_n(qn + nope, rope, qabs + rank);
         }
       }
@@ -82,12 +128,11 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < heads; ++h) {
       const float* w_uv = kv_b + (h * (nope + vd) + nope) * rank;
-      for (int64_t j = 0; j < vd; ++j)
-        for (const SeqSpan& s : spans) {
-          if (!absorbed(s)) continue;
-          for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t)
-            out[(t * heads + h) * vd + j] = dot(w_uv + j * rank, ctx.data() + (t * heads + h) * rank, rank);
-        }
+      for (const SeqSpan& s : spans) {
+        if (!absorbed(s)) continue;
+        for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t)
+          dot_rows(w_uv, vd, ctx.data() + (t * heads + h) * rank, rank, out + (t * heads + h) * vd);
+      }
     }
   }
 }

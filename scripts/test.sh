@@ -3,7 +3,7 @@
 # CTest), the same unit tests under AddressSanitizer/UBSan, and the fuzzers for a short time.
 # Installs missing Debian packages and the npm reference packages first.
 #   WHALE_SKIP_SANITIZE=1  skip the ASan/UBSan build
-#   WHALE_FUZZ_SECONDS=N   seconds per fuzzer (default 15; 0 skips fuzzing)
+#   WHALE_FUZZ_SECONDS=N   seconds per fuzzer (default 10; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
@@ -22,7 +22,7 @@ if [[ "${WHALE_SKIP_SANITIZE:-0}" != 1 ]]; then
   OMP_WAIT_POLICY=passive ASAN_OPTIONS=detect_leaks=0 ./build-asan/whale_tests --gtest_brief=1
 fi
 
-FUZZ_SECONDS=${WHALE_FUZZ_SECONDS:-15}
+FUZZ_SECONDS=${WHALE_FUZZ_SECONDS:-10}
 if [[ "$FUZZ_SECONDS" != 0 ]] && ls tests/fuzz/*.cpp >/dev/null 2>&1; then
   echo "== fuzzing (${FUZZ_SECONDS}s per target)"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWHALE_FUZZ=ON \

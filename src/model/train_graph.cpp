@@ -74,13 +74,19 @@ double cross_entropy(float* logits, int64_t rows, int64_t V, const int32_t* targ
     const int32_t y = targets[r];
     float mx = -INFINITY;
     for (int64_t j = 0; j < V; ++j) mx = std::max(mx, l[j]);
+    const float ly = l[y];
     float z = 0.0f;
-    for (int64_t j = 0; j < V; ++j) z += std::exp(l[j] - mx);
+    if (backward) {  // keep exp(l - max): the gradient is it / z, one exp per logit instead of two
+      for (int64_t j = 0; j < V; ++j) z += (l[j] = std::exp(l[j] - mx));
+    } else {
+      for (int64_t j = 0; j < V; ++j) z += std::exp(l[j] - mx);
+    }
     const float logz = std::log(z) + mx;
-    if (m != 0.0f) row_loss[size_t(r)] = double(m) * (double(logz) - double(l[y]));
+    if (m != 0.0f) row_loss[size_t(r)] = double(m) * (double(logz) - double(ly));
     if (backward) {
       const float k = float(m * scale / denom);
-      for (int64_t j = 0; j < V; ++j) l[j] = std::exp(l[j] - logz) * k;
+      const float kz = k / z;
+      for (int64_t j = 0; j < V; ++j) l[j] *= kz;
       l[y] -= k;
     }
   }
@@ -208,9 +214,10 @@ namespace {
 // Compute precision of the decoder layers' projections: operands are rounded to BF16, or
 // quantised to FP8 E4M3 the way DeepSeek-V3 trains (section 3.3: 1x128 tiles for activations and
 // gradients along the contraction, 128x1 tiles for Wgrad's token contraction, 128x128 blocks for
-// weights), then multiplied with FP32 accumulation. Embedding, router, norms and attention core
-// stay FP32, as in V3; the output heads and the MTP eh_proj run in BF16 in BF16 mode (as
-// autocast does) and in FP32 in FP8 mode (V3 keeps its output head out of FP8).
+// weights), then multiplied with FP32 accumulation. In FP8 mode embedding, router, norms,
+// attention core, eh_proj and output heads stay FP32, as in V3. BF16 mode rounds the operands of
+// every matmul except the MoE router's (as torch.autocast runs linear and bmm in BF16): the
+// projections, the attention core's GEMMs, eh_proj and the output heads.
 // BF16 runs on oneDNN's BF16 GEMM (GemmBf16) where it has a hardware kernel: the same products
 // of rounded operands, accumulated in FP32, as the simulation (round, then SGEMM), which is the
 // fallback and the reference the fast path is tested against. FP8 is simulated.
@@ -276,6 +283,31 @@ struct Quantizer {
     fake_quant_fp8_column_tiles(dy, dyq.data(), M, W.rows(), 128);
     fake_quant_fp8_column_tiles(x, xq.data(), M, W.cols(), 128);
     whale::linear_backward(xq.data(), M, W, dyq.data(), nullptr, false, dW);
+  }
+  // The attention core's GEMMs (scores, probabilities times values, and their backward), row-major
+  // C = alpha op(A) op(B) + beta C: BF16 operands in BF16 mode (as autocast runs bmm), FP32 otherwise.
+  // Softmax and its backward stay FP32.
+  void attention_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                      const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    if (fast) {
+      fast->gemm.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
+    if (precision == TrainPrecision::BF16) {  // simulated: dense rounded copies of the two blocks
+      const auto round_block = [](const float* x, int64_t rows, int64_t cols, int64_t ld, std::vector<float>& out) {
+        out.resize(size_t(rows * cols));
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < cols; ++c) out[size_t(r * cols + c)] = bf16_to_f32(f32_to_bf16(x[r * ld + c]));
+      };
+      round_block(A, ta ? K : M, ta ? M : K, lda, xq);
+      round_block(B, tb ? N : K, tb ? K : N, ldb, wq);
+      A = xq.data();
+      lda = ta ? M : K;
+      B = wq.data();
+      ldb = tb ? K : N;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
+                alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
   }
   // Output heads and eh_proj: BF16 in BF16 mode, FP32 otherwise.
   void head_linear(const float* x, int64_t M, const Tensor& W, float* y) {
@@ -363,10 +395,8 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
       const float* Qn = a.q.data() + b * T * q_ld + h * qhd;
       const float* Kn = a.kv.data() + b * T * kv_ld + h * (nope + vd);
       const float* Kp = a.kpe.data() + b * T * rope;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(nope), scale, Qn, int(q_ld), Kn,
-                  int(kv_ld), 0.0f, P, int(T));
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(rope), scale, Qn + nope, int(q_ld), Kp,
-                  int(rope), 1.0f, P, int(T));
+      ctx.q->attention_gemm(false, true, T, T, nope, scale, Qn, q_ld, Kn, kv_ld, 0.0f, P, T);
+      ctx.q->attention_gemm(false, true, T, T, rope, scale, Qn + nope, q_ld, Kp, rope, 1.0f, P, T);
       for (int64_t i = 0; i < T; ++i) {
         float* row = P + i * T;
         // causal within the segment: keys start..i
@@ -375,8 +405,7 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
         softmax(row + start, i - start + 1);
         std::fill(row + i + 1, row + T, 0.0f);
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(vd), int(T), 1.0f, P, int(T), Kn + nope,
-                  int(kv_ld), 0.0f, a.attn.data() + b * T * o_ld + h * vd, int(o_ld));
+      ctx.q->attention_gemm(false, false, T, vd, T, 1.0f, P, T, Kn + nope, kv_ld, 0.0f, a.attn.data() + b * T * o_ld + h * vd, o_ld);
     }
   }
 }
@@ -402,10 +431,8 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
       float* dQn = dq.data() + b * T * q_ld + h * qhd;
       float* dKn = dkv.data() + b * T * kv_ld + h * (nope + vd);
       // dV = P^T dO ; dP = dO V^T
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(T), int(vd), int(T), 1.0f, P, int(T), dO, int(o_ld),
-                  0.0f, dKn + nope, int(kv_ld));
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(vd), 1.0f, dO, int(o_ld), V, int(kv_ld),
-                  0.0f, dP.data(), int(T));
+      ctx.q->attention_gemm(true, false, T, vd, T, 1.0f, P, T, dO, o_ld, 0.0f, dKn + nope, kv_ld);
+      ctx.q->attention_gemm(false, true, T, T, vd, 1.0f, dO, o_ld, V, kv_ld, 0.0f, dP.data(), T);
       // dS = P * (dP - sum_j dP_j P_j), times the softmax scale
       for (int64_t i = 0; i < T; ++i) {
         const float* p = P + i * T;
@@ -414,14 +441,10 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
         for (int64_t j = 0; j <= i; ++j) s += double(d[j]) * p[j];
         for (int64_t j = 0; j < T; ++j) d[j] = j <= i ? float(p[j] * (d[j] - s)) * scale : 0.0f;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(nope), int(T), 1.0f, dP.data(), int(T), Kn,
-                  int(kv_ld), 0.0f, dQn, int(q_ld));
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(rope), int(T), 1.0f, dP.data(), int(T), Kp,
-                  int(rope), 0.0f, dQn + nope, int(q_ld));
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(T), int(nope), int(T), 1.0f, dP.data(), int(T), Qn,
-                  int(q_ld), 0.0f, dKn, int(kv_ld));
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(T), int(rope), int(T), 1.0f, dP.data(), int(T),
-                  Qn + nope, int(q_ld), 1.0f, dkpe.data() + b * T * rope, int(rope));
+      ctx.q->attention_gemm(false, false, T, nope, T, 1.0f, dP.data(), T, Kn, kv_ld, 0.0f, dQn, q_ld);
+      ctx.q->attention_gemm(false, false, T, rope, T, 1.0f, dP.data(), T, Kp, rope, 0.0f, dQn + nope, q_ld);
+      ctx.q->attention_gemm(true, false, T, nope, T, 1.0f, dP.data(), T, Qn, q_ld, 0.0f, dKn, kv_ld);
+      ctx.q->attention_gemm(true, false, T, rope, T, 1.0f, dP.data(), T, Qn + nope, q_ld, 1.0f, dkpe.data() + b * T * rope, rope);
     }
   }
   // Undo the rotations: gradients w.r.t. the unrotated q_pe and k_pe.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Training throughput: whale's bench_train against the same DeepSeek-V3 training step in eager
 # PyTorch (bench/torch_train.py, Debian's python3-torch), same batch, same threads, same machine,
-# back to back in this one invocation. Then whale's simulated BF16 / FP8 compute modes on the
-# 10M config. Results are written up in docs/results-train.md.
+# back to back in this one invocation, in FP32 and in BF16 (whale: oneDNN BF16 GEMMs; PyTorch:
+# torch.autocast to bfloat16). Results are written up in docs/results-train.md.
 #   bench/run_train.sh                 # THREADS=2 BATCH=8 SEQ=128 STEPS=5 by default
 #   WHALE_BUILD_DIR=build-tb SKIP_BUILD=1 STEPS=2 nice bench/run_train.sh
 # On a shared machine run it with nice: the ratio is measured in this one run, whale and PyTorch
@@ -31,15 +31,15 @@ export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive OPENBLAS_NUM_THREADS=$TH
 
 echo "machine: $(nproc --all) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 echo "load before: $(uptime | sed 's/.*load average: //')"
-for p in bf16 fp8; do
-  "./$BUILD/bench_train" --config bench/configs/train-10m.json --batch "$BATCH" --seq-len "$SEQ" --steps "$STEPS" \
-    --precision "$p" | tee "$LOG/prec.$p"
-done
+# Per config: whale fp32, PyTorch fp32, whale bf16, PyTorch bf16 (autocast), alternating so both
+# sides of each ratio see about the same load.
 for cfg in $CONFIGS; do
-  "./$BUILD/bench_train" --config "bench/configs/$cfg.json" --batch "$BATCH" --seq-len "$SEQ" --steps "$STEPS" \
-    | tee "$LOG/$cfg.whale"
-  "$PY" bench/torch_train.py --config "bench/configs/$cfg.json" --batch "$BATCH" --seq-len "$SEQ" --steps "$STEPS" \
-    --threads "$THREADS" | tee "$LOG/$cfg.torch"
+  for p in fp32 bf16; do
+    "./$BUILD/bench_train" --config "bench/configs/$cfg.json" --batch "$BATCH" --seq-len "$SEQ" --steps "$STEPS" \
+      --precision "$p" | tee "$LOG/$cfg.$p.whale"
+    "$PY" bench/torch_train.py --config "bench/configs/$cfg.json" --batch "$BATCH" --seq-len "$SEQ" --steps "$STEPS" \
+      --threads "$THREADS" --precision "$p" | tee "$LOG/$cfg.$p.torch"
+  done
 done
 echo "load after: $(uptime | sed 's/.*load average: //')"
 
@@ -48,40 +48,41 @@ import re, sys
 log, configs, B, T, K = sys.argv[1], sys.argv[2].split(), *sys.argv[3:]
 def whale(path):
     s = open(path).read()
-    m = re.search(r"training: ([0-9.]+) tokens/s, ([0-9.]+) GFLOP/s = ([0-9.]+)% of the measured sgemm peak ([0-9.]+)", s)
+    m = re.search(r"training: ([0-9.]+) tokens/s, ([0-9.]+) GFLOP/s = ([0-9.]+)% of the measured (.+?) peak ([0-9.]+)", s)
+    c = re.search(r"per CPU second: ([0-9.]+) tokens, ([0-9.]+) GFLOP = ([0-9.]+)% of .+?'s ([0-9.]+)", s)
     rss = re.search(r"peak RSS ([0-9.]+) MiB", s).group(1)
-    c = re.search(r"per CPU second: ([0-9.]+) tokens, ([0-9.]+) GFLOP = ([0-9.]+)% of sgemm's ([0-9.]+)", s)
-    return float(m.group(1)), float(m.group(3)), float(m.group(4)), rss, float(c.group(1)), float(c.group(3))
-def memory(path):
-    m = re.search(r"weights ([0-9.]+) MB, gradients ([0-9.]+) MB, AdamW state ([0-9.]+) MB, saved activations ([0-9.]+) MB",
-                  open(path).read())
-    return m.groups()
-print(f"\nbatch {B} x {T}, {K} threads, fp32")
-# torch MFU: whale's FLOP count per token and the sgemm peak whale measured just before.
-print("| config | whale tok/s | whale MFU | torch tok/s | torch MFU | whale / torch | whale RSS | torch RSS | sgemm peak |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-cpu_rows = []
+    return dict(tps=float(m.group(1)), mfu=float(m.group(3)), peak=float(m.group(5)), tpc=float(c.group(1)),
+                cmfu=float(c.group(3)), cpeak=float(c.group(4)), rss=rss, flop_tok=float(c.group(2)) / float(c.group(1)))
+def torch(path):
+    s = open(path).read()
+    return dict(tps=float(re.search(r"torch tokens/s: ([0-9.]+)", s).group(1)),
+                tpc=float(re.search(r"torch tokens per CPU second: ([0-9.]+)", s).group(1)),
+                rss=re.search(r"peak RSS ([0-9.]+) MiB", s).group(1))
+print(f"\nbatch {B} x {T}, {K} threads. MFU: model FLOPs over the measured peak of the mode's GEMM "
+      "(OpenBLAS SGEMM for fp32, oneDNN BF16 GEMM for bf16), PyTorch with whale's FLOP count and peaks.")
+print("\nper CPU second (each process's own user + system time; robust to other load)")
+print("| config | mode | whale tokens | whale MFU | PyTorch tokens | PyTorch MFU | whale / PyTorch | peak GFLOP per CPU s |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+ratios = []
 for cfg in configs:
-    wt, mfu, peak, wrss, wc, cmfu = whale(f"{log}/{cfg}.whale")
-    s = open(f"{log}/{cfg}.torch").read()
-    tt = float(re.search(r"torch tokens/s: ([0-9.]+)", s).group(1))
-    tc = float(re.search(r"torch tokens per CPU second: ([0-9.]+)", s).group(1))
-    trss = re.search(r"peak RSS ([0-9.]+) MiB", s).group(1)
-    print(f"| {cfg} | {wt:.0f} | {mfu:.1f}% | {tt:.1f} | {mfu * tt / wt:.1f}% | **{wt / tt:.2f}x** | {wrss} MiB | {trss} MiB "
-          f"| {peak:.1f} GFLOP/s |")
-    cpu_rows.append(f"| {cfg} | {wc:.1f} | {cmfu:.1f}% | {tc:.2f} | {cmfu * tc / wc:.1f}% | {wc / tc:.2f}x |")
-# Per CPU second (user + system time of all the process's threads): robust to other load.
-print("\nper CPU second (both processes' own CPU time; MFU against sgemm's GFLOP per CPU second)")
-print("| config | whale tokens | whale MFU | torch tokens | torch MFU | whale / torch |")
-print("| --- | ---: | ---: | ---: | ---: | ---: |")
-print("\n".join(cpu_rows))
-print("\nwhale precision modes (train-10m, simulated on the CPU)")
-print("| mode | tok/s | MFU | peak RSS | weights | gradients | AdamW state | saved activations |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-rows = [("fp32", f"{log}/train-10m.whale")] if "train-10m" in configs else []
-rows += [(p, f"{log}/prec.{p}") for p in ("bf16", "fp8")]
-for p, path in rows:
-    wt, mfu, _, rss, _, _ = whale(path)
-    w, g, o, a = memory(path)
-    print(f"| {p} | {wt:.0f} | {mfu:.1f}% | {rss} MiB | {w} MB | {g} MB | {o} MB | {a} MB |")
+    w = {p: whale(f"{log}/{cfg}.{p}.whale") for p in ("fp32", "bf16")}
+    t = {p: torch(f"{log}/{cfg}.{p}.torch") for p in ("fp32", "bf16")}
+    for p in ("fp32", "bf16"):
+        tm = 100 * w[p]["flop_tok"] * t[p]["tpc"] / w[p]["cpeak"]
+        print(f"| {cfg} | {p} | {w[p]['tpc']:.1f} | {w[p]['cmfu']:.1f}% | {t[p]['tpc']:.1f} | {tm:.1f}% "
+              f"| **{w[p]['tpc'] / t[p]['tpc']:.2f}x** | {w[p]['cpeak']:.1f} |")
+    ratios.append(f"| {cfg} | {w['bf16']['tpc'] / t['fp32']['tpc']:.2f}x | {w['bf16']['tpc'] / t['bf16']['tpc']:.2f}x "
+                  f"| {w['bf16']['tpc'] / w['fp32']['tpc']:.2f}x | {t['bf16']['tpc'] / t['fp32']['tpc']:.2f}x |")
+print("\nwall clock (a fluctuating share of a shared machine)")
+print("| config | mode | whale tok/s | whale MFU | PyTorch tok/s | whale / PyTorch | whale RSS | PyTorch RSS | peak GFLOP/s |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for cfg in configs:
+    for p in ("fp32", "bf16"):
+        w, t = whale(f"{log}/{cfg}.{p}.whale"), torch(f"{log}/{cfg}.{p}.torch")
+        print(f"| {cfg} | {p} | {w['tps']:.0f} | {w['mfu']:.1f}% | {t['tps']:.1f} | {w['tps'] / t['tps']:.2f}x "
+              f"| {w['rss']} MiB | {t['rss']} MiB | {w['peak']:.1f} |")
+print("\nratios per CPU second")
+print("| config | whale bf16 / PyTorch fp32 | whale bf16 / PyTorch bf16 | whale bf16 / whale fp32 | PyTorch bf16 / PyTorch fp32 |")
+print("| --- | ---: | ---: | ---: | ---: |")
+print("\n".join(ratios))
 PY

@@ -13,12 +13,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 #include <thread>
 
 #include "core/error.h"
 #include "infer/engine.h"
+#include "kernels/linear_bf16.h"
 #include "io/checkpoint.h"
 #include "serve/server.h"
 
@@ -72,6 +74,14 @@ void client(int port, int id, int requests, int64_t max_tokens, int prompt_words
   }
 }
 
+std::string load_average() {
+  double l[3] = {0, 0, 0};
+  if (getloadavg(l, 3) != 3) return "unknown";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f %.2f %.2f", l[0], l[1], l[2]);
+  return buf;
+}
+
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -96,6 +106,7 @@ int main(int argc, char** argv) {
     auto tok = tokenizer::Tokenizer::from_file((std::filesystem::path(model_dir) / "tokenizer.json").string());
     std::printf("machine: %d OpenMP threads (bench_inference prints this machine's bandwidth and SGEMM ceilings)\n",
                 omp_get_max_threads());
+    std::printf("BF16 kernels: %s; load average before: %s\n", bf16_path_name(bf16_path()), load_average().c_str());
     std::printf("model: %s, %.2fB parameters (%.2fB active per token)\n", model_dir.c_str(),
                 double(model->config.parameter_count()) / 1e9, double(model->config.active_parameter_count()) / 1e9);
     EngineOptions eo;
@@ -138,6 +149,8 @@ int main(int argc, char** argv) {
                   percentile(ttft, 0.99), single > 0 ? tps / single : 0.0);
       std::fflush(stdout);
     }
+    std::printf("load average after: %s (other processes share the cores; the ratio within one run is what counts)\n",
+                load_average().c_str());
     server.stop();
     th.join();
   } catch (const std::exception& e) {

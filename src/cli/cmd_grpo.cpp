@@ -109,6 +109,8 @@ void register_grpo(CLI::App& app) {
   cmd->add_option("--warmup", o->warmup, "Warmup steps")->capture_default_str();
   cmd->add_option("--grad-clip", o->grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
   cmd->add_option("--weight-decay", o->weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  cmd->add_option("--adam-eps", o->adam_eps, "AdamW epsilon (larger damps parameters whose gradients are tiny noise)")
+      ->capture_default_str();
   cmd->add_option("--clip-low", o->objective.clip_low, "epsilon_low of the ratio clip")->capture_default_str();
   cmd->add_option("--clip-high", o->objective.clip_high, "epsilon_high (DAPO clip-higher: above clip-low)")
       ->capture_default_str();

@@ -80,6 +80,7 @@ void ObjectiveStats::add(const ObjectiveStats& o) {
   policy_loss += o.policy_loss;
   kl_loss += o.kl_loss;
   kl_sum += o.kl_sum;
+  ratio_sum += o.ratio_sum;
   tokens += o.tokens;
   clipped += o.clipped;
 }
@@ -111,6 +112,7 @@ double clipped_objective(int64_t n, const float* weight, const float* advantage,
     s.policy_loss += w * policy;
     s.kl_loss += w * o.kl_beta * kl;
     s.kl_sum += kl;
+    s.ratio_sum += r;
     s.tokens += 1;
     s.clipped += clipped ? 1 : 0;
   }
@@ -238,6 +240,7 @@ GrpoResult grpo(const GrpoOptions& o, const Task& task, Progress* progress) {
   if (o.objective.clip_low < 0 || o.objective.clip_low >= 1 || o.objective.clip_high < 0)
     throw Error("--clip-low/--clip-high", "need 0 <= clip_low < 1 and clip_high >= 0");
   if (o.objective.kl_beta < 0) throw Error("--kl-beta", "must be >= 0");
+  if (!(o.adam_eps > 0)) throw Error("--adam-eps", "must be positive");
   const tokenizer::ChatFormat format = tokenizer::parse_chat_format(o.chat_format);
 
   LoadOptions lo;
@@ -260,6 +263,7 @@ GrpoResult grpo(const GrpoOptions& o, const Task& task, Progress* progress) {
   Gradients grads(*policy);
   AdamWOptions ao;
   ao.weight_decay = o.weight_decay;
+  ao.eps = o.adam_eps;
   AdamW adamw(*policy, grads, ao);
   int64_t start_step = 0;
   if (!o.resume.empty()) {
@@ -279,6 +283,7 @@ GrpoResult grpo(const GrpoOptions& o, const Task& task, Progress* progress) {
                      {"updates_per_batch", o.updates_per_batch}, {"max_tokens", o.max_tokens},
                      {"temperature", o.temperature}, {"top_p", o.top_p}, {"lr", o.lr}, {"min_lr_ratio", o.min_lr_ratio},
                      {"warmup", o.warmup}, {"grad_clip", o.grad_clip}, {"weight_decay", o.weight_decay},
+                     {"adam_eps", o.adam_eps},
                      {"clip_low", o.objective.clip_low}, {"clip_high", o.objective.clip_high},
                      {"kl_beta", o.objective.kl_beta}, {"scale_std", o.scale_std},
                      {"loss_norm", o.loss_norm == LossNorm::Sequence ? "sequence"
@@ -381,6 +386,8 @@ GrpoResult grpo(const GrpoOptions& o, const Task& task, Progress* progress) {
           m.sampled_nll = st.tokens ? -gr.logp_sum / double(st.tokens) : 0.0;
         }
         all.add(st);
+        m.last_objective = st.loss;
+        m.last_ratio = st.tokens ? st.ratio_sum / double(st.tokens) : 1.0;
       }
       m.clip_fraction = all.tokens ? double(all.clipped) / double(all.tokens) : 0.0;
     }
@@ -388,7 +395,8 @@ GrpoResult grpo(const GrpoOptions& o, const Task& task, Progress* progress) {
     json j = {{"step", m.step}, {"reward", m.reward}, {"accuracy", m.accuracy}, {"format_reward", m.format},
               {"response_length", m.response_length}, {"kl", m.kl}, {"clip_fraction", m.clip_fraction},
               {"entropy", m.entropy}, {"sampled_nll", m.sampled_nll},
-              {"mixed_groups", m.mixed_groups}, {"objective", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
+              {"mixed_groups", m.mixed_groups}, {"objective", m.loss}, {"last_objective", m.last_objective},
+              {"last_ratio", m.last_ratio}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
               {"seconds", m.seconds}, {"trained_completions", int64_t(samples.size())}};
     metrics << j.dump() << "\n";
     metrics.flush();

@@ -42,6 +42,7 @@ struct ObjectiveOptions {
 struct ObjectiveStats {
   double loss = 0, policy_loss = 0, kl_loss = 0;  // weighted sums (what is minimised)
   double kl_sum = 0;                              // sum of k3 over tokens with weight != 0
+  double ratio_sum = 0;                           // sum of r over the same tokens
   int64_t tokens = 0, clipped = 0;                // tokens with weight != 0; of these, clipped
   void add(const ObjectiveStats& o);
 };
@@ -92,6 +93,9 @@ struct GrpoOptions {
   int64_t max_tokens = 96;        // completion budget
   double temperature = 1.0, top_p = 1.0;
   double lr = 2e-5, min_lr_ratio = 1.0, grad_clip = 1.0, weight_decay = 0.0;
+  // AdamW's epsilon. Policy-gradient noise reaches every LM-head row through the softmax with a
+  // tiny, sign-flipping gradient, which eps = 1e-8 scales up to full lr-sized steps.
+  double adam_eps = 1e-8;
   int64_t warmup = 0;
   ObjectiveOptions objective;
   bool scale_std = true;             // false: Dr. GRPO
@@ -110,6 +114,8 @@ struct GrpoStepMetrics {
   // forward's mean -log p of the sampled tokens: with on-policy samples (temperature 1, top-p 1)
   // it estimates the entropy, so a gap between the two flags a sampler/trainer mismatch.
   double mixed_groups = 0, sampled_nll = 0;
+  // With mu > 1: the last update's objective and mean ratio (on the batch the first one saw).
+  double last_objective = 0, last_ratio = 1;
 };
 
 struct GrpoResult {

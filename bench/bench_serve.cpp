@@ -3,7 +3,7 @@
 // clients' generated tokens over the wall time) and time to first token (p50, p99), and the
 // ratio to one stream's throughput, which is what continuous batching buys (bench_inference
 // gives the machine's ceilings for the single-stream figure).
-//   bench_serve --model DIR [--concurrency 1,4,16] [--requests 1] [--max-tokens 48] [--prompt-words 4]
+//   bench_serve --model DIR [--concurrency 1,4,16] [--requests 1] [--max-tokens 48] [--prompt-words 4] [--rounds 1]
 // Short prompts keep the figure about decode, where batching acts (prefill is batched anyway).
 #include <httplib.h>
 
@@ -93,13 +93,16 @@ double percentile(std::vector<double> v, double p) {
 int main(int argc, char** argv) {
   CLI::App app{"whale serving benchmark: aggregate tokens/s and TTFT under concurrent streams"};
   std::string model_dir, levels = "1,4,16";
-  int requests = 1, prompt_words = 4;
+  int requests = 1, prompt_words = 4, rounds = 1;
   int64_t max_tokens = 48;
   app.add_option("--model", model_dir, "Checkpoint directory with tokenizer.json")->required();
   app.add_option("--concurrency", levels, "Comma-separated stream counts")->capture_default_str();
   app.add_option("--requests", requests, "Requests per client")->capture_default_str();
   app.add_option("--max-tokens", max_tokens, "Tokens per answer")->capture_default_str();
   app.add_option("--prompt-words", prompt_words, "Words in each prompt")->capture_default_str();
+  app.add_option("--rounds", rounds, "Sweeps over all levels; the median per level is reported")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   try {
     auto model = load_model(model_dir);
@@ -124,30 +127,49 @@ int main(int argc, char** argv) {
       Result warm;
       client(port, 9999, 1, 4, prompt_words, warm);
     }
-    double single = 0;
-    std::stringstream ss(levels);
-    std::string item;
-    std::printf("%-8s %10s %12s %10s %10s %8s\n", "streams", "tokens", "tokens/s", "TTFT p50", "TTFT p99", "vs 1");
-    while (std::getline(ss, item, ',')) {
-      const int n = std::stoi(item);
-      std::vector<Result> results(static_cast<size_t>(n));
-      std::vector<std::thread> clients;
-      const auto t0 = Clock::now();
-      for (int i = 0; i < n; ++i)
-        clients.emplace_back(client, port, i, requests, max_tokens, prompt_words, std::ref(results[size_t(i)]));
-      for (auto& c : clients) c.join();
-      const double wall = seconds(Clock::now() - t0);
-      int64_t tokens = 0;
-      std::vector<double> ttft;
-      for (const auto& r : results) {
-        tokens += r.tokens;
-        ttft.insert(ttft.end(), r.ttft.begin(), r.ttft.end());
+    std::vector<int> counts;
+    {
+      std::stringstream ss(levels);
+      std::string item;
+      while (std::getline(ss, item, ',')) counts.push_back(std::stoi(item));
+    }
+    // Each round runs every level once; on a shared machine the load drifts, so levels are
+    // measured in turn `rounds` times and the median per level is reported with its spread.
+    std::vector<std::vector<double>> tps_runs(counts.size());
+    std::vector<std::vector<double>> ttft_runs(counts.size());
+    std::vector<int64_t> token_runs(counts.size(), 0);
+    for (int round = 0; round < rounds; ++round)
+      for (size_t li = 0; li < counts.size(); ++li) {
+        const int n = counts[li];
+        std::vector<Result> results(static_cast<size_t>(n));
+        std::vector<std::thread> clients;
+        const auto t0 = Clock::now();
+        for (int i = 0; i < n; ++i)
+          clients.emplace_back(client, port, i + 100 * round, requests, max_tokens, prompt_words,
+                               std::ref(results[size_t(i)]));
+        for (auto& c : clients) c.join();
+        const double wall = seconds(Clock::now() - t0);
+        int64_t tokens = 0;
+        for (const auto& r : results) {
+          tokens += r.tokens;
+          ttft_runs[li].insert(ttft_runs[li].end(), r.ttft.begin(), r.ttft.end());
+        }
+        token_runs[li] += tokens;
+        tps_runs[li].push_back(double(tokens) / wall);
       }
-      const double tps = double(tokens) / wall;
-      if (n == 1) single = tps;
-      std::printf("%-8d %10lld %12.2f %9.2fs %9.2fs %7.2fx\n", n, (long long)tokens, tps, percentile(ttft, 0.5),
-                  percentile(ttft, 0.99), single > 0 ? tps / single : 0.0);
-      std::fflush(stdout);
+    std::printf("%-8s %10s %12s %18s %10s %10s %8s\n", "streams", "tokens", "tokens/s", "(min-max)", "TTFT p50",
+                "TTFT p99", "vs 1");
+    double single = 0;
+    for (size_t li = 0; li < counts.size(); ++li) {
+      std::vector<double> t = tps_runs[li];
+      std::sort(t.begin(), t.end());
+      const double median = t[t.size() / 2];
+      if (counts[li] == 1) single = median;
+      char range[64];
+      std::snprintf(range, sizeof range, "(%.2f-%.2f)", t.front(), t.back());
+      std::printf("%-8d %10lld %12.2f %18s %9.2fs %9.2fs %7.2fx\n", counts[li], (long long)token_runs[li], median,
+                  range, percentile(ttft_runs[li], 0.5), percentile(ttft_runs[li], 0.99),
+                  single > 0 ? median / single : 0.0);
     }
     std::printf("load average after: %s (other processes share the cores; the ratio within one run is what counts)\n",
                 load_average().c_str());

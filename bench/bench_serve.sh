@@ -3,6 +3,8 @@
 # weights, an 8192-id tokenizer trained on data/corpus/emma.txt: the config's 32768-id vocabulary
 # cannot hold DeepSeek-V3's own 129280 ids): aggregate output tokens/s at 1, 4 and 16 concurrent
 # streams and time to first token. Continuous batching should lift 16 streams to >= 4x one.
+# ROUNDS (default 3) sweeps run in turn and the median per level is reported: on a shared
+# machine the load drifts between levels. bench_serve_step gives the decode step alone.
 #   bench/bench_serve.sh [BUILD_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +19,5 @@ if [[ ! -f "$MODEL/model.safetensors" ]]; then
     --tokenizer "$DIR/tok-8k/tokenizer.json" --out "$MODEL"
 fi
 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} "./$BUILD/bench_serve" --model "$MODEL" --concurrency 1,4,16 \
-  --requests "${REQUESTS:-1}" --max-tokens "${MAX_TOKENS:-48}" --prompt-words "${PROMPT_WORDS:-4}"
+  --requests "${REQUESTS:-1}" --max-tokens "${MAX_TOKENS:-48}" --prompt-words "${PROMPT_WORDS:-4}" \
+  --rounds "${ROUNDS:-3}"

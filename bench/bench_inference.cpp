@@ -37,6 +37,21 @@ static double sgemm_gflops() {
   return best;
 }
 
+// Resident memory by kind now (MiB): anonymous (owned buffers, caches, scratch) and
+// file-backed (the mapped weights' pages in the page cache, shared with it).
+static void rss_by_kind(double* anon, double* file) {
+  *anon = *file = 0;
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return;
+  char line[256];
+  long kb;
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "RssAnon: %ld kB", &kb) == 1) *anon = double(kb) / 1024.0;
+    if (std::sscanf(line, "RssFile: %ld kB", &kb) == 1) *file = double(kb) / 1024.0;
+  }
+  std::fclose(f);
+}
+
 static double peak_rss_mib() {
   struct rusage u;
   getrusage(RUSAGE_SELF, &u);
@@ -92,6 +107,7 @@ int main(int argc, char** argv) {
   std::string quantize;
   app.add_option("--quantize", quantize, "Requantise the projections at load (q8_0, q4_0, q4_k, q6_k)");
   CLI11_PARSE(app, argc, argv);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // one line at a time when piped to a log
   try {
     std::printf("threads: %d, quantised kernel path: %s\n", omp_get_max_threads(), kernel_path_name(kernel_path()));
     auto t_load = Clock::now();
@@ -128,6 +144,8 @@ int main(int argc, char** argv) {
     GenerateStats stats;
     gen.generate(std::vector<std::vector<int32_t>>(size_t(batch), p), o, {}, &stats);
     const double rss = peak_rss_mib();
+    double rss_anon = 0, rss_file = 0;
+    rss_by_kind(&rss_anon, &rss_file);
     const double bw = read_bandwidth_gbs();  // measured now, under the same load as the decode
     std::printf("machine: read bandwidth %.1f GB/s (measured after decoding, same contention)\n", bw);
     const double weight_bytes = active_weight_bytes(*model, gen.transformer());
@@ -160,7 +178,9 @@ int main(int argc, char** argv) {
     std::printf("kv cache: %lld bytes/token (latent %lld + rope %lld floats x %lld layers)\n",
                 (long long)KVCache::bytes_per_token(c), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,
                 (long long)c.num_hidden_layers);
-    std::printf("peak RSS: %.0f MiB (model mapped + caches + scratch, before the bandwidth probe)\n", rss);
+    std::printf("peak RSS: %.0f MiB (model mapped + caches + scratch, before the bandwidth probe); after decoding "
+                "%.0f MiB anonymous (owned buffers, caches, scratch) + %.0f MiB of mapped file pages\n",
+                rss, rss_anon, rss_file);
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_inference: %s\n", e.what());
     return 1;

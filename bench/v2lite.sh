@@ -29,7 +29,7 @@ if [[ ! -f $FILE ]]; then
     "$BUILD/whale" init --config tests/model/configs/deepseek-v2-lite.json --seed 1 --std 0.02 --gguf q8_0 --out "$FILE"
 fi
 size=$(stat -c %s "$FILE")
-avail=$(awk '/MemAvailable/ {print $2 * 1024}' /proc/meminfo)
+avail=$(awk '/MemAvailable/ {printf "%.0f", $2 * 1024}' /proc/meminfo)
 echo "== file $size bytes; MemAvailable $avail bytes"
 if ((avail < size + (2 << 30))); then
   echo "warning: less free memory than the file + 2 GiB: it cannot stay in the page cache, decode will read from disk"

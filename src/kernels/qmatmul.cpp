@@ -139,6 +139,24 @@ float vec_dot_q6_K_q8_K(int64_t n, const block_q6_K* w, const block_q8_K* x, Ker
   }
 }
 
+namespace {
+
+// One weight row (type t, K values) against one activation row in qmatmul_activation_type(t).
+inline float row_dot(GgmlType t, int64_t K, const uint8_t* wr, const uint8_t* xr, KernelPath path) {
+  switch (t) {
+    case GgmlType::Q8_0:
+      return vec_dot_q8_0_q8_0(K, reinterpret_cast<const block_q8_0*>(wr), reinterpret_cast<const block_q8_0*>(xr), path);
+    case GgmlType::Q4_0:
+      return vec_dot_q4_0_q8_0(K, reinterpret_cast<const block_q4_0*>(wr), reinterpret_cast<const block_q8_0*>(xr), path);
+    case GgmlType::Q4_K:
+      return vec_dot_q4_K_q8_K(K, reinterpret_cast<const block_q4_K*>(wr), reinterpret_cast<const block_q8_K*>(xr), path);
+    default:
+      return vec_dot_q6_K_q8_K(K, reinterpret_cast<const block_q6_K*>(wr), reinterpret_cast<const block_q8_K*>(xr), path);
+  }
+}
+
+}  // namespace
+
 bool qmatmul_supported(GgmlType t) {
   return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
 }
@@ -173,18 +191,7 @@ void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, in
   uint8_t* xq_data = xq.data();
 #pragma omp parallel for schedule(static) if (M > 1)
   for (int64_t m = 0; m < M; ++m) quantize_row(at, x + m * K, xq_data + size_t(m) * x_row, K);
-  auto dot = [t, K, path](const uint8_t* wr, const uint8_t* xr) -> float {
-    switch (t) {
-      case GgmlType::Q8_0:
-        return vec_dot_q8_0_q8_0(K, reinterpret_cast<const block_q8_0*>(wr), reinterpret_cast<const block_q8_0*>(xr), path);
-      case GgmlType::Q4_0:
-        return vec_dot_q4_0_q8_0(K, reinterpret_cast<const block_q4_0*>(wr), reinterpret_cast<const block_q8_0*>(xr), path);
-      case GgmlType::Q4_K:
-        return vec_dot_q4_K_q8_K(K, reinterpret_cast<const block_q4_K*>(wr), reinterpret_cast<const block_q8_K*>(xr), path);
-      default:
-        return vec_dot_q6_K_q8_K(K, reinterpret_cast<const block_q6_K*>(wr), reinterpret_cast<const block_q8_K*>(xr), path);
-    }
-  };
+  auto dot = [t, K, path](const uint8_t* wr, const uint8_t* xr) { return row_dot(t, K, wr, xr, path); };
   const uint8_t* w = static_cast<const uint8_t*>(W);
   // Tiles of weight rows stay in cache while every activation row passes over them.
   constexpr int64_t kTile = 16;
@@ -198,6 +205,58 @@ void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, in
       for (int64_t n = n0; n < n1; ++n) {
         const float v = dot(w + size_t(n) * w_row, xr);
         yr[n] = accumulate ? yr[n] + v : v;
+      }
+    }
+  }
+}
+
+void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
+  // Per calling thread, grown only: job j's quantised activation at xq[x_at[j]], its first
+  // weight row at global row index row_at[j] (rows of all jobs numbered one after another).
+  thread_local std::vector<uint8_t> xq;
+  thread_local std::vector<size_t> x_at;
+  thread_local std::vector<int64_t> row_at;
+  x_at.resize(size_t(count) + 1);
+  row_at.resize(size_t(count) + 1);
+  x_at[0] = 0;
+  row_at[0] = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    const QMatvec& q = jobs[j];
+    check_blocks(q.K, ggml_block_size(q.type), "qmatvec_batch");
+    x_at[size_t(j) + 1] = x_at[size_t(j)] + size_t(std::max<int64_t>(q.M, 0)) * ggml_row_size(qmatmul_activation_type(q.type), q.K);
+    row_at[size_t(j) + 1] = row_at[size_t(j)] + (q.M > 0 ? std::max<int64_t>(q.N, 0) : 0);
+  }
+  if (xq.size() < x_at[size_t(count)]) xq.resize(x_at[size_t(count)]);
+  for (int64_t j = 0; j < count; ++j) {
+    const QMatvec& q = jobs[j];
+    const GgmlType at = qmatmul_activation_type(q.type);
+    for (int64_t m = 0; m < q.M; ++m)
+      quantize_row(at, q.x + m * q.K, xq.data() + x_at[size_t(j)] + size_t(m) * ggml_row_size(at, q.K), q.K);
+  }
+  const int64_t total = row_at[size_t(count)];
+  const uint8_t* xq_data = xq.data();
+  const size_t* xa = x_at.data();
+  const int64_t* ra = row_at.data();
+#pragma omp parallel
+  {
+    // Contiguous equal shares of the rows (static, no scheduling traffic).
+    const int threads = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t begin = total * id / threads, end = total * (id + 1) / threads;
+    int64_t j = std::upper_bound(ra, ra + count + 1, begin) - ra - 1;
+    for (int64_t r = begin; r < end;) {
+      while (ra[j + 1] <= r) ++j;
+      const QMatvec& q = jobs[j];
+      const size_t w_row = ggml_row_size(q.type, q.K);
+      const uint8_t* w = static_cast<const uint8_t*>(q.W);
+      const size_t x_row = ggml_row_size(qmatmul_activation_type(q.type), q.K);
+      const int64_t stop = std::min(end, ra[j + 1]);
+      for (; r < stop; ++r) {
+        const int64_t n = r - ra[j];
+        for (int64_t m = 0; m < q.M; ++m) {
+          const float v = row_dot(q.type, q.K, w + size_t(n) * w_row, xq_data + xa[j] + size_t(m) * x_row, path);
+          float& out = q.y[m * q.N + n];
+          out = q.accumulate ? out + v : v;
+        }
       }
     }
   }

@@ -38,4 +38,23 @@ inline void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float
   qmatmul(t, W, N, K, x, M, y, accumulate, kernel_path());
 }
 
+// One product of a qmatvec_batch: y[M, N] (+)= x[M, K] W[N, K]^T, W as in qmatmul; M is small
+// (the tokens routed to one expert in a decode or verify step).
+struct QMatvec {
+  GgmlType type;
+  const void* W;
+  int64_t N, K;
+  const float* x;
+  float* y;
+  bool accumulate = false;
+  int64_t M = 1;
+};
+// Every job's product in one parallel region: the weight rows of all jobs are split into equal
+// contiguous shares per thread, so independent small products (a MoE layer's chosen experts at
+// decode: 7 matrices of ~3 MB) pay one fork/join instead of one each, and a thread whose share
+// ends inside a matrix goes straight on to the next one. Each y is bit-identical to qmatmul's
+// (same activation quantisation, same dot kernel per output).
+void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path);
+inline void qmatvec_batch(const QMatvec* jobs, int64_t count) { qmatvec_batch(jobs, count, kernel_path()); }
+
 }  // namespace whale

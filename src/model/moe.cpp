@@ -7,11 +7,13 @@
 
 #include "kernels/linear_bf16.h"
 #include "kernels/ops.h"
+#include "kernels/qmatmul.h"
 #include "model/transformer.h"
 
 namespace whale {
 
 namespace {
+constexpr int64_t kFusedRows = 8;  // batches up to this many rows take moe_fused_quantised
 enum Slot { kRouterLogits = 12, kGather, kGate, kUp, kDown, kSharedGate, kSharedUp, kGateWeights, kSharedDown = 23 };
 
 // Indices of the k largest values, largest first; ties go to the lower index (as torch.topk
@@ -215,6 +217,11 @@ void Transformer::moe(const LayerWeights& w, int64_t layer, const float* xn, int
                    &buffer(kSharedUp, 0), &buffer(kSharedDown, 0)});
     return;
   }
+  // Decode and speculative verify steps (a few rows): the fused quantised path.
+  if (fused_moe_ && T <= kFusedRows && moe_fused_quantised(w, xn, T, gate_w.data(), x)) {
+    for (int64_t e = 0; e < E; ++e) stats.expert_tokens[size_t(e)] += moe_offsets_[size_t(e + 1)] - moe_offsets_[size_t(e)];
+    return;
+  }
   std::vector<float>& in = buffer(kGather, size_t(T * H));
   std::vector<float>& g = buffer(kGate, size_t(T * I));
   std::vector<float>& u = buffer(kUp, size_t(T * I));
@@ -238,6 +245,89 @@ void Transformer::moe(const LayerWeights& w, int64_t layer, const float* xn, int
     for (int64_t i = 0; i < n; ++i) axpy(gate_w[size_t(pairs[i])], d.data() + i * H, x + (pairs[i] / K) * H, H);
   }
   if (c.n_shared_experts > 0) mlp(w.moe.shared, xn, T, x);
+}
+
+// A few tokens' routed experts and shared expert through quantised weights (a GGUF's Q8_0
+// kept as mapped, or quantize_weights' copies) in two parallel regions, gate and up of every
+// chosen expert together, then every down projection, instead of three per expert: at decode a
+// V2-Lite layer's seven experts are 21 products of ~3 MB, and each fork/join of the team (on a
+// loaded machine, a wait for a descheduled thread) costs as much as a share of the reads.
+// Same kernels on the same quantised activations, summed into x in the same order as the
+// per-expert loop (experts by index, then the shared one): bit-identical to it. False (nothing
+// done) when some expert is not quantised.
+bool Transformer::moe_fused_quantised(const LayerWeights& w, const float* xn, int64_t T, const float* gate_w, float* x) {
+  const ModelConfig& c = config_;
+  const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok, H = c.hidden_size, I = c.moe_intermediate_size;
+  const bool shared = c.n_shared_experts > 0;
+  const int64_t Is = shared ? w.moe.shared.gate_proj.rows() : 0;
+  auto job = [&](const Tensor& W, const float* in, int64_t M, float* out, QMatvec* j) {
+    auto it = quantised_.find(W.data);
+    GgmlType t;
+    if (it != quantised_.end()) {
+      t = it->second.type;
+      j->W = it->second.data.data();
+    } else if (W.dtype != DType::F32 && W.dtype != DType::BF16 && ggml_type_of(W.dtype, &t) && qmatmul_supported(t)) {
+      j->W = W.data;
+    } else {
+      return false;
+    }
+    *j = {t, j->W, W.rows(), W.cols(), in, out, false, M};
+    return true;
+  };
+  const int64_t* offsets = moe_offsets_.data();
+  const int64_t* pairs = moe_rows_.data();  // assignment t * K + k, grouped by expert
+  QMatvec probe;
+  for (int64_t e = 0; e < E; ++e) {
+    if (offsets[e + 1] == offsets[e]) continue;
+    const MlpWeights& ex = w.moe.experts[size_t(e)];
+    for (const Tensor* t : {&ex.gate_proj, &ex.up_proj, &ex.down_proj})
+      if (!job(*t, nullptr, 0, nullptr, &probe)) return false;
+  }
+  if (shared)
+    for (const Tensor* t : {&w.moe.shared.gate_proj, &w.moe.shared.up_proj, &w.moe.shared.down_proj})
+      if (!job(*t, nullptr, 0, nullptr, &probe)) return false;
+  thread_local std::vector<QMatvec> jobs;  // grown once
+  jobs.resize(size_t(2 * std::min(E, T * K) + 2));
+  const int64_t A = T * K;
+  float* in = buffer(kGather, size_t(A * H)).data();
+  float* g = buffer(kGate, size_t(A * I)).data();
+  float* u = buffer(kUp, size_t(A * I)).data();
+  float* d = buffer(kDown, size_t(A * H)).data();
+  float* sg = buffer(kSharedGate, size_t(T * Is)).data();
+  float* su = buffer(kSharedUp, size_t(T * Is)).data();
+  float* sd = buffer(kSharedDown, size_t(T * H)).data();
+  int64_t n = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t begin = offsets[e], rows = offsets[e + 1] - begin;
+    if (rows == 0) continue;
+    // One token: its normalised row in place; more: gathered, as the per-expert loop does.
+    const float* expert_in = xn + (pairs[begin] / K) * H;
+    if (rows > 1) {
+      for (int64_t i = 0; i < rows; ++i) std::copy_n(xn + (pairs[begin + i] / K) * H, H, in + (begin + i) * H);
+      expert_in = in + begin * H;
+    }
+    const MlpWeights& ex = w.moe.experts[size_t(e)];
+    job(ex.gate_proj, expert_in, rows, g + begin * I, &jobs[size_t(n++)]);
+    job(ex.up_proj, expert_in, rows, u + begin * I, &jobs[size_t(n++)]);
+  }
+  if (shared) {
+    job(w.moe.shared.gate_proj, xn, T, sg, &jobs[size_t(n++)]);
+    job(w.moe.shared.up_proj, xn, T, su, &jobs[size_t(n++)]);
+  }
+  qmatvec_batch(jobs.data(), n);
+  silu_mul(g, u, g, A * I);
+  if (shared) silu_mul(sg, su, sg, T * Is);
+  n = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t begin = offsets[e], rows = offsets[e + 1] - begin;
+    if (rows > 0) job(w.moe.experts[size_t(e)].down_proj, g + begin * I, rows, d + begin * H, &jobs[size_t(n++)]);
+  }
+  if (shared) job(w.moe.shared.down_proj, sg, T, sd, &jobs[size_t(n++)]);
+  qmatvec_batch(jobs.data(), n);
+  for (int64_t i = 0; i < A; ++i) axpy(gate_w[size_t(pairs[i])], d + i * H, x + (pairs[i] / K) * H, H);
+  if (shared)
+    for (int64_t i = 0; i < T * H; ++i) x[i] = x[i] + sd[i];
+  return true;
 }
 
 }  // namespace whale

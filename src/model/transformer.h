@@ -56,6 +56,9 @@ class Transformer {
   // quantised kernels (kernels/qmatmul.h). Matrices whose row length is not a multiple of t's
   // block stay as they are. Returns the bytes of quantised weights.
   size_t quantize_weights(GgmlType t);
+  // Batches of up to 8 rows run a MoE layer's quantised experts in two parallel regions
+  // (moe.cpp); off, they take the per-expert loop, which gives the same bits (tests compare).
+  void set_fused_moe(bool on) { fused_moe_ = on; }
   // Bytes a forward reads for W: its quantised copy when there is one, else as stored.
   double weight_bytes(const Tensor& W) const;
 
@@ -71,6 +74,7 @@ class Transformer {
   void attend_span(int64_t layer_index, const SeqSpan& span, int64_t pos0, bool absorbed, float* out);
   void mlp(const MlpWeights& w, const float* xn, int64_t T, float* x_accumulate);
   void moe(const LayerWeights& w, int64_t layer_index, const float* xn, int64_t T, float* x_accumulate);
+  bool moe_fused_quantised(const LayerWeights& w, const float* xn, int64_t T, const float* gate_w, float* x_accumulate);
   std::vector<float>& buffer(int slot, size_t n);
   // y (+)= x W^T through the quantised copy of W when quantize_weights made one.
   void project(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate = false);
@@ -84,6 +88,7 @@ class Transformer {
   std::vector<std::vector<float>> buffers_;   // reused scratch; grows only
   std::vector<float> q_scratch_, kv_scratch_;
   std::vector<RouterStats> router_stats_;     // per layer slot
+  bool fused_moe_ = true;
   // MoE scratch (grown only): chosen experts [T, k], assignments grouped by expert.
   std::vector<int32_t> moe_chosen_;
   std::vector<int64_t> moe_offsets_, moe_fill_, moe_rows_;

@@ -751,7 +751,9 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   const std::vector<float> h_final = x;  // pre-norm: the MTP module's input (DeepSeek-V3 eq. 21)
 
   // Main head: mean cross-entropy of next-token prediction.
-  std::vector<float> hf(size_t(N * H)), rf(static_cast<size_t>(N)), logits(size_t(N * V));
+  std::vector<float> hf(size_t(N * H)), rf(static_cast<size_t>(N));
+  std::vector<float>& logits = logits_;  // kept across steps: a fresh N x V buffer page-faulted every step
+  resize(logits, N * V);
   rmsnorm_save(h_final.data(), w.norm.f32(), hf.data(), rf.data(), N, H, eps);
   quant.head_linear(hf.data(), N, w.lm_head, logits.data());
   std::vector<int32_t> targets(static_cast<size_t>(N));
@@ -791,7 +793,8 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
       for (int64_t i = 0; i < Tm; ++i) mtp_positions[size_t(b * Tm + i)] = positions[size_t(b * T + i)];
     mctx.pos = mtp_positions.data();
   }
-  std::vector<float> e_raw, e_n, e_r, h_rows, h_n, h_r, cat, xm, hm, hm_r, mlogits;
+  std::vector<float> e_raw, e_n, e_r, h_rows, h_n, h_r, cat, xm, hm, hm_r;
+  std::vector<float>& mlogits = mtp_logits_;
   std::vector<int32_t> mtargets;
   double mdenom = 0.0;
   if (mtp) {
@@ -826,7 +829,7 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
     hm.resize(size_t(Nm * H));
     hm_r.resize(static_cast<size_t>(Nm));
     rmsnorm_save(xm.data(), m.shared_head_norm.f32(), hm.data(), hm_r.data(), Nm, H, eps);
-    mlogits.resize(size_t(Nm * V));
+    resize(mlogits, Nm * V);
     quant.head_linear(hm.data(), Nm, m.shared_head_head, mlogits.data());
     if (mdenom > 0) {
       rep.mtp_targets = int64_t(mdenom);

@@ -88,6 +88,7 @@ class TrainGraph {
   TrainPrecision precision_ = TrainPrecision::FP32;  // num_hidden_layers + MTP layers
   bool simulate_bf16_ = false;
   std::unique_ptr<Bf16State> bf16_;  // created on the first BF16 step
+  std::vector<float> logits_, mtp_logits_;  // head outputs [rows, vocab], reused across steps
 };
 
 }  // namespace whale

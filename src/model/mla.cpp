@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/linear_bf16.h"
 #include "kernels/ops.h"
 #include "model/transformer.h"
 
@@ -124,7 +125,35 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
     }
   }
   for (const SeqSpan& s : spans) attend_span(layer, s, s.pos0, absorbed(s), out);
-  if (any_absorbed) {
+  // With BF16 weights on a rounding BF16 path, out = W_UV ctx runs through the BF16 kernel on
+  // kv_b_proj's own rows (ctx rounded to BF16 like any projection's input), per head over the
+  // absorbed rows of all spans gathered: row-invariant like every BF16 projection.
+  const Tensor& kv_b_proj = w.attn.kv_b_proj;
+  const bool bf16_uv = kv_b_proj.dtype == DType::BF16 && bf16_path() != Bf16Path::Widen;
+  if (any_absorbed && bf16_uv) {
+    int64_t n_abs = 0;
+    for (const SeqSpan& s : spans) n_abs += absorbed(s) ? s.rows : 0;
+    const uint16_t* kv_b16 = static_cast<const uint16_t*>(kv_b_proj.data);
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < heads; ++h) {
+      thread_local std::vector<float> gathered, result;  // each worker's own; grow only
+      thread_local Bf16Activations act;
+      if (gathered.size() < size_t(n_abs * rank)) gathered.resize(size_t(n_abs * rank));
+      if (result.size() < size_t(n_abs * vd)) result.resize(size_t(n_abs * vd));
+      int64_t i = 0;
+      for (const SeqSpan& s : spans)
+        if (absorbed(s))
+          for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t, ++i)
+            std::copy_n(ctx.data() + (t * heads + h) * rank, rank, gathered.data() + i * rank);
+      act.pack(gathered.data(), n_abs, rank);
+      linear_bf16_range(act, kv_b16 + (h * (nope + vd) + nope) * rank, 0, vd, result.data(), vd, false);
+      i = 0;
+      for (const SeqSpan& s : spans)
+        if (absorbed(s))
+          for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t, ++i)
+            std::copy_n(result.data() + i * vd, vd, out + (t * heads + h) * vd);
+    }
+  } else if (any_absorbed) {
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < heads; ++h) {
       const float* w_uv = kv_b + (h * (nope + vd) + nope) * rank;

@@ -104,6 +104,8 @@ int main(int argc, char** argv) {
   app.add_option("--decode", decode, "Tokens to decode")->capture_default_str();
   app.add_option("--batch", batch, "Sequences decoded together")->capture_default_str();
   app.add_flag("--speculative", speculative, "Also decode with MTP speculative decoding (greedy) and compare");
+  bool no_fused_moe = false;
+  app.add_flag("--no-fused-moe", no_fused_moe, "Run quantised MoE experts one projection at a time (A/B of the fused path)");
   std::string quantize;
   app.add_option("--quantize", quantize, "Requantise the projections at load (q8_0, q4_0, q4_k, q6_k)");
   CLI11_PARSE(app, argc, argv);
@@ -117,6 +119,7 @@ int main(int argc, char** argv) {
     std::printf("model: %s  %.1fM params (%.1fM active/token), loaded in %.2fs (mmap)\n", dir.c_str(),
                 double(c.parameter_count()) / 1e6, double(c.active_parameter_count()) / 1e6, load_s);
     Generator gen(*model);
+    if (no_fused_moe) gen.transformer().set_fused_moe(false);
     if (!quantize.empty()) {
       auto tq = Clock::now();
       const size_t qbytes = gen.transformer().quantize_weights(qmatmul_type_from_name(quantize, "--quantize"));
@@ -160,6 +163,7 @@ int main(int argc, char** argv) {
                 bound_steps, 100.0 * steps_per_s / bound_steps, steps_per_s * weight_bytes / 1e9);
     if (speculative && c.num_nextn_predict_layers > 0) {
       SpeculativeGenerator spec(*model);
+      if (no_fused_moe) spec.transformer().set_fused_moe(false);
       if (!quantize.empty()) spec.transformer().quantize_weights(qmatmul_type_from_name(quantize, "--quantize"));
       SpeculativeStats ss;
       spec.generate(std::vector<std::vector<int32_t>>(size_t(batch), p), o, {}, &ss);

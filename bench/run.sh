@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Inference benchmark on random BF16 checkpoints: a ~0.65B model with DeepSeek-V3's shape
 # features, and DeepSeek-V2-Lite's exact layer shapes cut to 4 layers (the full 15.7B model
-# needs 31 GB in BF16, more than this 24 GB machine). Results go to docs/results.md and
-# docs/results-inference.md.
+# needs 31 GB in BF16, more than this 24 GB machine; bench/v2lite.sh runs it as a 16.7 GB Q8_0
+# GGUF written directly). Results go to docs/results.md and docs/results-inference.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -7,13 +7,15 @@
 #
 # SFT runs in two passes: the main job's (6000 traces x 2 epochs, ~8% held-out) and a second one
 # over 6000 fresh traces for 100 steps, checkpointed at step 60 (partial accuracy, ~19%: GRPO
-# starts there) and 100 (the same 40 steps spent on more SFT instead: the control).
+# starts there) and 100 (the same 40 steps spent on more SFT instead: the control). GRPO: KL-free,
+# accuracy-only reward (the format is learned by SFT), lr 5e-5, 16 prompts x 8 completions a step.
 #
 # Environment (defaults in brackets):
 #   WHALE_BIN [build/whale]   WHALE_RL_OUT [out-rl]   WHALE_BASE [out/run, else trained here]
 #   WHALE_SFT1 [run here] (a finished first SFT pass, e.g. out/sft of scripts/run.sh)
 #   WHALE_TASK [arith:digits=2,ops=+]   WHALE_SFT2_STEPS [100]   WHALE_SFT2_START [60]
-#   WHALE_GRPO_STEPS [20]   WHALE_GRPO_LR [1e-4]   WHALE_GRPO_PROMPTS [16]   WHALE_EVAL [500]
+#   WHALE_GRPO_STEPS [60]   WHALE_GRPO_LR [5e-5]   WHALE_GRPO_PROMPTS [16]   WHALE_GRPO_SEED [2]
+#   WHALE_EVAL [500]
 #   WHALE_PRETRAIN_STEPS [500] (only without a base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +24,10 @@ OUT=${WHALE_RL_OUT:-out-rl}
 TASK=${WHALE_TASK:-arith:digits=2,ops=+}
 SFT2_STEPS=${WHALE_SFT2_STEPS:-100}
 SFT2_START=${WHALE_SFT2_START:-60}
-GRPO_STEPS=${WHALE_GRPO_STEPS:-20}
-GRPO_LR=${WHALE_GRPO_LR:-1e-4}
+GRPO_STEPS=${WHALE_GRPO_STEPS:-60}
+GRPO_LR=${WHALE_GRPO_LR:-5e-5}
 GRPO_PROMPTS=${WHALE_GRPO_PROMPTS:-16}
+GRPO_SEED=${WHALE_GRPO_SEED:-2}
 EVAL=${WHALE_EVAL:-500}
 mkdir -p "$OUT"
 start=$(date +%s)
@@ -64,8 +67,8 @@ evaluate "$CONTROL" sft-control
 
 stamp "GRPO from $START"
 $W grpo --model "$START" --task "$TASK" --out "$OUT/grpo" --steps "$GRPO_STEPS" --prompts "$GRPO_PROMPTS" \
-  --group-size 8 --max-tokens 32 --lr "$GRPO_LR" --warmup 3 --kl-beta 0 --clip-high 0.28 --micro-batch 32 \
-  --save-every 10
+  --group-size 8 --max-tokens 32 --lr "$GRPO_LR" --warmup 3 --kl-beta 0 --clip-high 0.28 --format-weight 0 \
+  --micro-batch 32 --save-every 20 --seed "$GRPO_SEED"
 stamp "held-out accuracy after GRPO"
 evaluate "$OUT/grpo" grpo
 $W plot "$OUT/grpo" >/dev/null 2>&1 || true

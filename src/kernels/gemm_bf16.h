@@ -36,10 +36,11 @@ class GemmBf16 {
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
             const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-  // Whether oneDNN runs BF16 matmul on a hardware kernel here (AMX or AVX512-BF16/AVX512 core);
-  // false when only its reference loops would run, which are far slower than SGEMM.
+  // Whether oneDNN has a kernel on BF16 hardware here (AMX or AVX512-BF16). Without one, gemm()
+  // computes the same products on OpenBLAS SGEMM (operands widened from BF16, which is exact), and
+  // training uses its simulation, both faster than oneDNN's emulation.
   bool native() const { return native_; }
-  // oneDNN's name for the kernel it picked (e.g. "brg:avx512_core_amx_bf16").
+  // oneDNN's name for the kernel it picked (e.g. "brg:avx512_core_amx_bf16"; "none" if it has none).
   const std::string& kernel() const { return kernel_; }
   // Primitives created so far (a repeated shape must not add one).
   size_t cached_primitives() const;
@@ -48,6 +49,7 @@ class GemmBf16 {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::vector<uint16_t> a16_, b16_;
+  std::vector<float> a32_, b32_;  // without a BF16 kernel: operands widened for SGEMM
   bool native_ = false;
   std::string kernel_;
 };

@@ -127,7 +127,7 @@ TEST(GemmBf16, BetaZeroIgnoresNanInOutputAndRepeatedShapesReusePrimitives) {
   for (int i = 0; i < 5; ++i) g.gemm(false, false, 20, 12, 24, 1.0f, A.data(), 24, B.data(), 12, 0.0f, C.data(), 12);
   EXPECT_EQ(g.cached_primitives(), after_one);
   g.gemm(false, false, 20, 12, 24, 1.0f, A.data(), 24, B.data(), 12, 1.0f, C.data(), 12);  // beta differs
-  EXPECT_EQ(g.cached_primitives(), after_one + 1);
+  EXPECT_EQ(g.cached_primitives(), g.native() ? after_one + 1 : 0u);  // without a BF16 kernel: SGEMM, no primitives
   // empty contraction: C = beta C
   std::vector<float> D(6, 2.0f);
   g.gemm(false, false, 2, 3, 0, 1.0f, A.data(), 1, B.data(), 3, 0.5f, D.data(), 3);

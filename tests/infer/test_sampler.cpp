@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
+#include <vector>
 
 #include "core/error.h"
 #include "infer/sampler.h"
@@ -118,4 +121,103 @@ TEST(Sampler, RejectsInvalidParameters) {
   p = {};
   p.repetition_penalty = 0;
   EXPECT_THROW(Sampler{p}, Error);
+}
+
+namespace {
+
+// Reference nucleus: the full descending sort (ties by id), then the smallest prefix whose mass
+// reaches top_p, after min_p's floor.
+std::vector<int> reference_keep(const std::vector<float>& logits, float temperature, float top_p, float min_p) {
+  std::vector<std::pair<double, int>> c;
+  double mx = -INFINITY;
+  for (float l : logits) mx = std::max(mx, double(l));
+  for (size_t i = 0; i < logits.size(); ++i) c.push_back({std::exp((logits[i] - mx) / temperature), int(i)});
+  std::sort(c.begin(), c.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  size_t keep = c.size();
+  if (min_p > 0) {
+    size_t n = 1;
+    while (n < keep && c[n].first >= min_p * c[0].first) ++n;
+    keep = n;
+  }
+  double total = 0;
+  for (size_t i = 0; i < keep; ++i) total += c[i].first;
+  double cum = 0;
+  size_t n = 0;
+  while (n < keep) {
+    cum += c[n].first / total;
+    ++n;
+    if (cum >= top_p) break;
+  }
+  std::vector<int> ids;
+  for (size_t i = 0; i < n; ++i) ids.push_back(c[i].second);
+  return ids;
+}
+
+}  // namespace
+
+// A 2000-token vocabulary with a flat-ish distribution: the nucleus holds hundreds of tokens, so
+// the sampler's on-demand partial sort must grow several times. Every draw must fall in the
+// reference nucleus, and the draws must cover it with the right mass.
+TEST(Sampler, WideNucleusMatchesFullSortReference) {
+  std::vector<float> logits(2000);
+  uint64_t x = 12345;
+  for (float& l : logits) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    l = float((x >> 40) % 1000) / 1000.0f;  // values in [0, 1): many near-ties, 1000 distinct
+  }
+  for (float top_p : {0.3f, 0.9f, 0.999f}) {
+    const std::vector<int> nucleus = reference_keep(logits, 1.0f, top_p, 0.0f);
+    ASSERT_GT(nucleus.size(), 64u) << top_p;
+    std::vector<char> in(logits.size(), 0);
+    for (int id : nucleus) in[size_t(id)] = 1;
+    SamplingParams p;
+    p.temperature = 1.0f;
+    p.top_p = top_p;
+    p.seed = 7;
+    Sampler s(p);
+    for (int i = 0; i < 3000; ++i) {
+      auto l = logits;
+      const int32_t t = s.sample(l.data(), int64_t(l.size()), {});
+      ASSERT_TRUE(in[size_t(t)]) << "top_p " << top_p << ": token " << t << " is outside the nucleus";
+    }
+  }
+  // min_p 0.3 at temperature 0.5 keeps the tokens with l >= max + ln(0.3) / 2: about 60% of them.
+  const std::vector<int> kept = reference_keep(logits, 0.5f, 1.0f, 0.3f);
+  ASSERT_GT(kept.size(), 64u);
+  std::vector<char> in(logits.size(), 0);
+  for (int id : kept) in[size_t(id)] = 1;
+  SamplingParams p;
+  p.temperature = 0.5f;
+  p.min_p = 0.3f;
+  Sampler s(p);
+  for (int i = 0; i < 3000; ++i) {
+    auto l = logits;
+    ASSERT_TRUE(in[size_t(s.sample(l.data(), int64_t(l.size()), {}))]);
+  }
+}
+
+// No truncation: the draw is over the whole vocabulary. Frequencies of 8 coarse buckets of a
+// 1000-token vocabulary follow the softmax mass of each bucket.
+TEST(Sampler, UntruncatedFrequenciesOverLargeVocabulary) {
+  const int V = 1000;
+  std::vector<float> logits(V);
+  for (int i = 0; i < V; ++i) logits[size_t(i)] = 3.0f * std::sin(0.037f * float(i));
+  std::vector<double> mass(8, 0.0);
+  double z = 0;
+  for (int i = 0; i < V; ++i) {
+    const double e = std::exp(double(logits[size_t(i)]) / 0.8);
+    mass[size_t(i * 8 / V)] += e;
+    z += e;
+  }
+  SamplingParams p;
+  p.temperature = 0.8f;
+  p.seed = 3;
+  Sampler s(p);
+  std::vector<int> count(8, 0);
+  const int n = 40000;
+  for (int i = 0; i < n; ++i) {
+    auto l = logits;
+    count[size_t(s.sample(l.data(), V, {}) * 8 / V)]++;
+  }
+  for (int b = 0; b < 8; ++b) EXPECT_NEAR(count[size_t(b)] / double(n), mass[size_t(b)] / z, 0.01) << b;
 }

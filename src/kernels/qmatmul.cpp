@@ -223,7 +223,10 @@ void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
   for (int64_t j = 0; j < count; ++j) {
     const QMatvec& q = jobs[j];
     check_blocks(q.K, ggml_block_size(q.type), "qmatvec_batch");
-    x_at[size_t(j) + 1] = x_at[size_t(j)] + size_t(std::max<int64_t>(q.M, 0)) * ggml_row_size(qmatmul_activation_type(q.type), q.K);
+    // Each job's rows start 64-byte aligned: a Q8_0 job (34-byte blocks) may precede a Q8_K one,
+    // whose float scale needs 4-byte alignment (UBSan caught the misaligned access).
+    const size_t bytes = size_t(std::max<int64_t>(q.M, 0)) * ggml_row_size(qmatmul_activation_type(q.type), q.K);
+    x_at[size_t(j) + 1] = x_at[size_t(j)] + (bytes + 63) / 64 * 64;
     row_at[size_t(j) + 1] = row_at[size_t(j)] + (q.M > 0 ? std::max<int64_t>(q.N, 0) : 0);
   }
   if (xq.size() < x_at[size_t(count)]) xq.resize(x_at[size_t(count)]);

@@ -16,6 +16,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "kernels/cpu_features.h"
 
 namespace whale {
 
@@ -47,9 +48,7 @@ bool amx_permitted() {
 bool cpu_supports(Bf16Path p) {
   if (p == Bf16Path::Widen) return true;
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  const bool bf16 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+  const bool bf16 = cpu_supports(KernelPath::Avx512) && __builtin_cpu_supports("avx512bf16");
   if (p == Bf16Path::Avx512Bf16) return bf16;
   return bf16 && __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") && amx_permitted();
 #else

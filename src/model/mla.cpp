@@ -1,12 +1,12 @@
 // Multi-head Latent Attention (DeepSeek-V2 paper, section 2.1): low-rank joint KV compression
 // with a decoupled RoPE key shared by all heads.
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "kernels/latent_attention.h"
 #include "kernels/linear_bf16.h"
 #include "kernels/ops.h"
 #include "model/transformer.h"
@@ -14,7 +14,7 @@
 namespace whale {
 
 namespace {
-enum Slot { kQa = 8, kLatent, kExpanded, kThreadScratch, kAbsorbedQ = 20, kAbsorbedScores, kAbsorbedContext };
+enum Slot { kQa = 8, kLatent, kExpanded, kThreadScratch, kAbsorbedQ = 20, kAbsorbedContext = 22 };
 constexpr int64_t kAutoNaiveRows = 32;  // spans this long are prefills: expanded K/V is cheaper
 
 // y[0:n] = sum_d q[d] * w[d, 0:n] (w row-major with stride n), 64 columns at a time held in
@@ -124,7 +124,19 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
       }
     }
   }
-  for (const SeqSpan& s : spans) attend_span(layer, s, s.pos0, absorbed(s), out);
+  // Absorbed spans: scores, softmax and context over the cached latents for all of them in one
+  // parallel region (kernels/latent_attention.h); the rest (prefills) expand K and V.
+  thread_local std::vector<LatentSpan> latent_spans;  // grows only
+  latent_spans.clear();
+  for (const SeqSpan& s : spans) {
+    if (!absorbed(s)) {
+      attend_span(layer, s, s.pos0, out);
+      continue;
+    }
+    latent_spans.push_back({qcat.data() + s.row_begin * heads * width, s.cache->row(layer, 0), s.rows, s.pos0,
+                            ctx.data() + s.row_begin * heads * rank});
+  }
+  latent_attention(latent_spans.data(), int64_t(latent_spans.size()), heads, rank, width, softmax_scale_);
   // With BF16 weights on a rounding BF16 path, out = W_UV ctx runs through the BF16 kernel on
   // kv_b_proj's own rows (ctx rounded to BF16 like any projection's input), per head over the
   // absorbed rows of all spans gathered: row-invariant like every BF16 projection.
@@ -166,43 +178,14 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   }
 }
 
-void Transformer::attend_span(int64_t layer, const SeqSpan& s, int64_t pos0, bool absorbed, float* out) {
+void Transformer::attend_span(int64_t layer, const SeqSpan& s, int64_t pos0, float* out) {
   const ModelConfig& c = config_;
   const int64_t heads = c.num_attention_heads, qhd = c.qk_head_dim(), nope = c.qk_nope_head_dim;
   const int64_t rank = c.kv_lora_rank, rope = c.qk_rope_head_dim, vd = c.v_head_dim;
   const int64_t L = pos0 + s.rows;  // keys visible to the span's last row
-  const int64_t width = rank + rope;
   const float scale = softmax_scale_;
   const float* kv_b = kv_b_f32_[size_t(layer)].data();  // [heads * (nope + vd), rank]
   const float* q = q_scratch_.data();
-
-  if (absorbed) {
-    // score = (W_UK^T q_nope) · c_s + q_rope · k_s^R ; out = W_UV (sum_s p_s c_s).
-    // Fused over heads: the span's cached rows [L, rank + rope] are one matrix C, so scores for
-    // all rows and heads are one GEMM with C^T and the context one GEMM with C: each cached
-    // latent is read once per layer, not once per head.
-    // qcat and ctx rows of this span were / will be filled by attention() (see there).
-    const int64_t HR = s.rows * heads;
-    const float* qcat = buffer(kAbsorbedQ, 0).data() + s.row_begin * heads * width;
-    float* ctx = buffer(kAbsorbedContext, 0).data() + s.row_begin * heads * rank;
-    // Short spans (decode) size the scores for the cache's capacity up front, so later steps
-    // with longer contexts reuse the buffer instead of growing it.
-    std::vector<float>& probs = buffer(kAbsorbedScores, size_t(HR * (s.rows < kAutoNaiveRows ? s.cache->capacity() : L)));
-    const float* C = s.cache->row(layer, 0);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(HR), int(L), int(width), scale, qcat, int(width), C,
-                int(width), 0.0f, probs.data(), int(L));
-    // A decode span's softmax is a few thousand values: a fork/join would cost more.
-#pragma omp parallel for schedule(static) if (HR * L >= (1 << 15))
-    for (int64_t r = 0; r < HR; ++r) {
-      const int64_t visible = pos0 + r / heads + 1;  // causal: row i sees positions <= pos0 + i
-      float* p = probs.data() + r * L;
-      softmax(p, visible);
-      std::fill(p + visible, p + L, 0.0f);
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(HR), int(rank), int(L), 1.0f, probs.data(), int(L), C,
-                int(width), 0.0f, ctx, int(rank));
-    return;
-  }
 
   // Naive reference: materialise k_nope and v for every cached position.
   const int threads = omp_get_max_threads();
@@ -231,7 +214,6 @@ void Transformer::attend_span(int64_t layer, const SeqSpan& s, int64_t pos0, boo
       for (int64_t p = 0; p < visible; ++p) axpy(scores[p], kv.data() + p * kv_stride + h * (nope + vd) + nope, o, vd);
     }
   }
-  (void)width;
 }
 
 }  // namespace whale

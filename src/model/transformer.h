@@ -71,7 +71,7 @@ class Transformer {
                      const std::vector<SeqSpan>& spans, bool mtp);
   void attention(const LayerWeights& w, int64_t layer_index, const float* xn, int64_t T,
                  const std::vector<SeqSpan>& spans, bool mtp, float* out);
-  void attend_span(int64_t layer_index, const SeqSpan& span, int64_t pos0, bool absorbed, float* out);
+  void attend_span(int64_t layer_index, const SeqSpan& span, int64_t pos0, float* out);  // naive (expanded K/V)
   void mlp(const MlpWeights& w, const float* xn, int64_t T, float* x_accumulate);
   void moe(const LayerWeights& w, int64_t layer_index, const float* xn, int64_t T, float* x_accumulate);
   bool moe_fused_quantised(const LayerWeights& w, const float* xn, int64_t T, const float* gate_w, float* x_accumulate);

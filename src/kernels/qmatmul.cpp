@@ -179,88 +179,124 @@ GgmlType qmatmul_type_from_name(const std::string& name, const std::string& opti
   throw Error(option, "is '" + name + "'; expected q8_0, q4_0, q4_k or q6_k");
 }
 
-void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate,
-             KernelPath path) {
-  const GgmlType at = qmatmul_activation_type(t);
-  check_blocks(K, ggml_block_size(t), "qmatmul");
-  if (M <= 0 || N <= 0) return;
-  const size_t w_row = ggml_row_size(t, K), x_row = ggml_row_size(at, K);
-  // Quantised activations: per calling thread, grown only (decode reuses it without allocating).
-  thread_local std::vector<uint8_t> xq;
-  if (xq.size() < size_t(M) * x_row) xq.resize(size_t(M) * x_row);
-  uint8_t* xq_data = xq.data();
-#pragma omp parallel for schedule(static) if (M > 1)
-  for (int64_t m = 0; m < M; ++m) quantize_row(at, x + m * K, xq_data + size_t(m) * x_row, K);
-  auto dot = [t, K, path](const uint8_t* wr, const uint8_t* xr) { return row_dot(t, K, wr, xr, path); };
-  const uint8_t* w = static_cast<const uint8_t*>(W);
-  // Tiles of weight rows stay in cache while every activation row passes over them.
-  constexpr int64_t kTile = 16;
-  const int64_t tiles = (N + kTile - 1) / kTile;
-#pragma omp parallel for schedule(static)
-  for (int64_t tile = 0; tile < tiles; ++tile) {
-    const int64_t n0 = tile * kTile, n1 = std::min(N, n0 + kTile);
-    for (int64_t m = 0; m < M; ++m) {
-      const uint8_t* xr = xq_data + size_t(m) * x_row;
-      float* yr = y + m * N;
-      for (int64_t n = n0; n < n1; ++n) {
-        const float v = dot(w + size_t(n) * w_row, xr);
-        yr[n] = accumulate ? yr[n] + v : v;
-      }
+namespace {
+
+// Q8_0 weights on the VNNI path take the register-blocked matrix-matrix kernel for any number
+// of rows (qgemm_x86.cpp), so a row's result is the same in a decode, verify or prefill batch.
+bool use_gemm(GgmlType t, KernelPath path) { return t == GgmlType::Q8_0 && path == KernelPath::Avx512Vnni; }
+
+// Bytes of one quantised activation row as the product for (t, path) reads it.
+size_t activation_row_bytes(GgmlType t, int64_t K, KernelPath path) {
+  if (use_gemm(t, path)) return simd::q8_0_packed_row_bytes(K / QK8_0);
+  return ggml_row_size(qmatmul_activation_type(t), K);
+}
+
+// Quantises one activation row for (t, path) into out (activation_row_bytes of it).
+void quantize_activation(GgmlType t, const float* x, int64_t K, KernelPath path, uint8_t* out) {
+  if (!use_gemm(t, path)) return quantize_row(qmatmul_activation_type(t), x, out, K);
+  thread_local std::vector<block_q8_0> blocks;  // grown only
+  blocks.resize(size_t(K / QK8_0));
+  quantize_row_q8_0(x, blocks.data(), K);
+  simd::pack_q8_0_pairs(blocks.data(), K / QK8_0, out);
+}
+
+// Rows [n0, n1) of W against all M quantised activation rows (x_row bytes apart).
+void product_rows(GgmlType t, const uint8_t* w, int64_t K, int64_t n0, int64_t n1, const uint8_t* xq, size_t x_row,
+                  int64_t M, float* y, int64_t ldy, bool accumulate, KernelPath path) {
+  const size_t w_row = ggml_row_size(t, K);
+  if (use_gemm(t, path))
+    return simd::gemm_q8_0_vnni(K / QK8_0, w + size_t(n0) * w_row, w_row, n1 - n0, xq, x_row, M, y + n0, ldy,
+                                accumulate);
+  for (int64_t m = 0; m < M; ++m) {
+    const uint8_t* xr = xq + size_t(m) * x_row;
+    float* yr = y + m * ldy;
+    for (int64_t n = n0; n < n1; ++n) {
+      const float v = row_dot(t, K, w + size_t(n) * w_row, xr, path);
+      yr[n] = accumulate ? yr[n] + v : v;
     }
   }
 }
 
+// Grown-only byte buffer whose data starts 64-byte aligned (the packed rows are read with
+// aligned loads).
+uint8_t* aligned_scratch(std::vector<uint8_t>& v, size_t bytes) {
+  if (v.size() < bytes + 64) v.resize(bytes + 64);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(v.data());
+  return v.data() + ((64 - p % 64) % 64);
+}
+
+}  // namespace
+
+void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate,
+             KernelPath path) {
+  qmatmul_activation_type(t);  // throws for unsupported types
+  check_blocks(K, ggml_block_size(t), "qmatmul");
+  if (M <= 0 || N <= 0) return;
+  const size_t x_row = (activation_row_bytes(t, K, path) + 63) / 64 * 64;
+  // Quantised activations: per calling thread, grown only (decode reuses it without allocating).
+  thread_local std::vector<uint8_t> xq;
+  uint8_t* xq_data = aligned_scratch(xq, size_t(M) * x_row);
+#pragma omp parallel for schedule(static) if (M > 1)
+  for (int64_t m = 0; m < M; ++m) quantize_activation(t, x + m * K, K, path, xq_data + size_t(m) * x_row);
+  const uint8_t* w = static_cast<const uint8_t*>(W);
+  // Tiles of weight rows stay in cache while every activation row passes over them (larger
+  // tiles for long batches, so the activations stream from L2/L3 fewer times).
+  const int64_t tile_rows = M > 64 ? 64 : 16;
+  const int64_t tiles = (N + tile_rows - 1) / tile_rows;
+#pragma omp parallel for schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t n0 = tile * tile_rows, n1 = std::min(N, n0 + tile_rows);
+    product_rows(t, w, K, n0, n1, xq_data, x_row, M, y, N, accumulate, path);
+  }
+}
+
 void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
-  // Per calling thread, grown only: job j's quantised activation at xq[x_at[j]], its first
-  // weight row at global row index row_at[j] (rows of all jobs numbered one after another).
+  // Per calling thread, grown only: job j's quantised activation at xq[x_at[j]]; its weight
+  // rows weigh M each in the work split, job j's first at cost_at[j].
   thread_local std::vector<uint8_t> xq;
   thread_local std::vector<size_t> x_at;
-  thread_local std::vector<int64_t> row_at;
+  thread_local std::vector<int64_t> cost_at;
   x_at.resize(size_t(count) + 1);
-  row_at.resize(size_t(count) + 1);
+  cost_at.resize(size_t(count) + 1);
   x_at[0] = 0;
-  row_at[0] = 0;
+  cost_at[0] = 0;
   for (int64_t j = 0; j < count; ++j) {
     const QMatvec& q = jobs[j];
+    qmatmul_activation_type(q.type);
     check_blocks(q.K, ggml_block_size(q.type), "qmatvec_batch");
     // Each job's rows start 64-byte aligned: a Q8_0 job (34-byte blocks) may precede a Q8_K one,
     // whose float scale needs 4-byte alignment (UBSan caught the misaligned access).
-    const size_t bytes = size_t(std::max<int64_t>(q.M, 0)) * ggml_row_size(qmatmul_activation_type(q.type), q.K);
-    x_at[size_t(j) + 1] = x_at[size_t(j)] + (bytes + 63) / 64 * 64;
-    row_at[size_t(j) + 1] = row_at[size_t(j)] + (q.M > 0 ? std::max<int64_t>(q.N, 0) : 0);
+    const int64_t M = std::max<int64_t>(q.M, 0);
+    const size_t x_row = (activation_row_bytes(q.type, q.K, path) + 63) / 64 * 64;
+    x_at[size_t(j) + 1] = x_at[size_t(j)] + size_t(M) * x_row;
+    cost_at[size_t(j) + 1] = cost_at[size_t(j)] + M * std::max<int64_t>(q.N, 0);
   }
-  if (xq.size() < x_at[size_t(count)]) xq.resize(x_at[size_t(count)]);
+  uint8_t* xq_data = aligned_scratch(xq, x_at[size_t(count)]);
   for (int64_t j = 0; j < count; ++j) {
     const QMatvec& q = jobs[j];
-    const GgmlType at = qmatmul_activation_type(q.type);
+    const size_t x_row = (activation_row_bytes(q.type, q.K, path) + 63) / 64 * 64;
     for (int64_t m = 0; m < q.M; ++m)
-      quantize_row(at, q.x + m * q.K, xq.data() + x_at[size_t(j)] + size_t(m) * ggml_row_size(at, q.K), q.K);
+      quantize_activation(q.type, q.x + m * q.K, q.K, path, xq_data + x_at[size_t(j)] + size_t(m) * x_row);
   }
-  const int64_t total = row_at[size_t(count)];
-  const uint8_t* xq_data = xq.data();
+  const int64_t total = cost_at[size_t(count)];
   const size_t* xa = x_at.data();
-  const int64_t* ra = row_at.data();
+  const int64_t* ca = cost_at.data();
 #pragma omp parallel
   {
-    // Contiguous equal shares of the rows (static, no scheduling traffic).
+    // Contiguous equal shares of the work (rows weighted by their activation rows; static, no
+    // scheduling traffic). Row n of job j belongs to the thread whose share holds its first
+    // unit of work, cost_at[j] + n * M.
     const int threads = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t begin = total * id / threads, end = total * (id + 1) / threads;
-    int64_t j = std::upper_bound(ra, ra + count + 1, begin) - ra - 1;
-    for (int64_t r = begin; r < end;) {
-      while (ra[j + 1] <= r) ++j;
+    for (int64_t j = 0; j < count; ++j) {
       const QMatvec& q = jobs[j];
-      const size_t w_row = ggml_row_size(q.type, q.K);
-      const uint8_t* w = static_cast<const uint8_t*>(q.W);
-      const size_t x_row = ggml_row_size(qmatmul_activation_type(q.type), q.K);
-      const int64_t stop = std::min(end, ra[j + 1]);
-      for (; r < stop; ++r) {
-        const int64_t n = r - ra[j];
-        for (int64_t m = 0; m < q.M; ++m) {
-          const float v = row_dot(q.type, q.K, w + size_t(n) * w_row, xq_data + xa[j] + size_t(m) * x_row, path);
-          float& out = q.y[m * q.N + n];
-          out = q.accumulate ? out + v : v;
-        }
-      }
+      if (q.M <= 0 || q.N <= 0 || ca[j + 1] <= begin || ca[j] >= end) continue;
+      auto first_row_at = [&](int64_t c) { return std::min(q.N, (std::max<int64_t>(c - ca[j], 0) + q.M - 1) / q.M); };
+      const int64_t n0 = first_row_at(begin), n1 = first_row_at(end);
+      if (n1 <= n0) continue;
+      const size_t x_row = (activation_row_bytes(q.type, q.K, path) + 63) / 64 * 64;
+      product_rows(q.type, static_cast<const uint8_t*>(q.W), q.K, n0, n1, xq_data + xa[j], x_row, q.M, q.y, q.N,
+                   q.accumulate, path);
     }
   }
 }

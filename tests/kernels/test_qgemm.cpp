@@ -1,0 +1,141 @@
+// The register-blocked Q8_0 x Q8_0 matrix-matrix kernel (kernels/qgemm_x86.cpp, the VNNI
+// path of qmatmul and qmatvec_batch) against a scalar reference built from the format alone:
+// per block, the exact integer dot of the weight and activation quants times both fp16 scales,
+// summed in double. Tolerance: the kernel's only rounding is one float multiply-add per pair of
+// blocks plus a 16-lane reduction, so |error| <= ~(pairs + 16) * 2^-24 * sum|w x| per output;
+// we allow 1e-5 * sum_blocks |d_w d_x (w·x)| + 1e-6 (K up to 2080 here: ~33 pairs).
+// Shapes are odd on purpose: an odd number of blocks (the last paired with a zero block), row
+// counts that leave 1-3 rows after the 4- and 2-row tiles, M that leaves 1-7 after 8.
+// And row invariance: a row's output is bit-identical whatever M it is computed in (decode,
+// verify and prefill agree), and qmatvec_batch's work split weighted by M gives the same bits
+// as qmatmul for every thread count.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/rng.h"
+#include "kernels/cpu_features.h"
+#include "kernels/qmatmul.h"
+
+using namespace whale;
+
+namespace {
+
+std::vector<float> random_values(int64_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = float(rng.normal());
+  for (int64_t i = 0; i < n; i += 61) v[size_t(i)] *= 8.0f;  // outliers
+  return v;
+}
+
+std::vector<block_q8_0> quantize_q8_0(const std::vector<float>& x, int64_t rows, int64_t k) {
+  std::vector<block_q8_0> q(size_t(rows * k / QK8_0));
+  for (int64_t r = 0; r < rows; ++r) quantize_row_q8_0(x.data() + r * k, q.data() + r * (k / QK8_0), k);
+  return q;
+}
+
+// Exact per block, then double: sum_b d_w d_x (w_b · x_b), and the magnitude sum_b |...|.
+void reference(const block_q8_0* w, const block_q8_0* x, int64_t nb, double* value, double* magnitude) {
+  *value = *magnitude = 0.0;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t s = 0;
+    for (int j = 0; j < QK8_0; ++j) s += int32_t(w[b].qs[j]) * int32_t(x[b].qs[j]);
+    const double v = double(f16_to_f32(w[b].d)) * double(f16_to_f32(x[b].d)) * double(s);
+    *value += v;
+    *magnitude += std::fabs(v);
+  }
+}
+
+}  // namespace
+
+TEST(QuantGemm, Q8_0MatchesExactBlockReferenceForOddShapes) {
+  if (!cpu_supports(KernelPath::Avx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  for (int64_t nb : {1, 3, 8, 65}) {
+    const int64_t K = nb * QK8_0;
+    for (int64_t N : {1, 3, 6, 9}) {
+      for (int64_t M : {1, 2, 3, 8, 11}) {
+        const auto wf = random_values(N * K, 100 + uint64_t(nb * 31 + N));
+        const auto xf = random_values(M * K, 200 + uint64_t(nb * 7 + M));
+        const auto wq = quantize_q8_0(wf, N, K);
+        const auto xq = quantize_q8_0(xf, M, K);  // what qmatmul quantises x to (same reference code)
+        std::vector<float> y(size_t(M * N)), y_acc(size_t(M * N), 0.5f);
+        qmatmul(GgmlType::Q8_0, wq.data(), N, K, xf.data(), M, y.data(), false, KernelPath::Avx512Vnni);
+        qmatmul(GgmlType::Q8_0, wq.data(), N, K, xf.data(), M, y_acc.data(), true, KernelPath::Avx512Vnni);
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            double ref, mag;
+            reference(wq.data() + n * nb, xq.data() + m * nb, nb, &ref, &mag);
+            ASSERT_NEAR(y[size_t(m * N + n)], ref, 1e-5 * mag + 1e-6) << "nb " << nb << " N " << N << " M " << M;
+            ASSERT_NEAR(y_acc[size_t(m * N + n)], ref + 0.5, 1e-5 * mag + 1e-6) << "accumulate";
+          }
+      }
+    }
+  }
+}
+
+TEST(QuantGemm, RowResultDoesNotDependOnBatchSize) {
+  if (!cpu_supports(KernelPath::Avx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  const int64_t N = 37, K = 9 * QK8_0, M = 70;  // > 64 rows: qmatmul's long-batch tiling too
+  const auto wq = quantize_q8_0(random_values(N * K, 5), N, K);
+  const auto xf = random_values(M * K, 6);
+  std::vector<float> all(size_t(M * N));
+  qmatmul(GgmlType::Q8_0, wq.data(), N, K, xf.data(), M, all.data(), false, KernelPath::Avx512Vnni);
+  for (int64_t m = 0; m < M; m += 3) {
+    std::vector<float> one(static_cast<size_t>(N)), two(static_cast<size_t>(2 * N));
+    qmatmul(GgmlType::Q8_0, wq.data(), N, K, xf.data() + m * K, 1, one.data(), false, KernelPath::Avx512Vnni);
+    for (int64_t n = 0; n < N; ++n) ASSERT_EQ(one[size_t(n)], all[size_t(m * N + n)]) << "row " << m << " of 1";
+    if (m + 1 < M) {
+      qmatmul(GgmlType::Q8_0, wq.data(), N, K, xf.data() + m * K, 2, two.data(), false, KernelPath::Avx512Vnni);
+      for (int64_t n = 0; n < N; ++n) ASSERT_EQ(two[size_t(n)], all[size_t(m * N + n)]) << "row " << m << " of 2";
+    }
+  }
+}
+
+TEST(QuantGemm, BatchWithManyRowsPerJobEqualsQmatmulOnEveryPath) {
+  struct Shape {
+    GgmlType type;
+    int64_t N, K, M;
+    bool accumulate;
+  };
+  // Jobs of different M (prefill-style expert groups) so the M-weighted split lands mid-job.
+  const std::vector<Shape> shapes{{GgmlType::Q8_0, 37, 96, 5, false}, {GgmlType::Q4_0, 11, 64, 3, true},
+                                  {GgmlType::Q8_0, 3, 32, 17, true},  {GgmlType::Q4_K, 7, 256, 2, false},
+                                  {GgmlType::Q8_0, 29, 160, 1, false}, {GgmlType::Q8_0, 4, 64, 0, false}};
+  std::vector<std::vector<uint8_t>> weights;
+  std::vector<std::vector<float>> inputs;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& s = shapes[i];
+    const auto w = random_values(s.N * s.K, 300 + i);
+    weights.emplace_back(ggml_row_size(s.type, s.K) * size_t(s.N));
+    for (int64_t r = 0; r < s.N; ++r)
+      quantize_row(s.type, w.data() + r * s.K, weights.back().data() + size_t(r) * ggml_row_size(s.type, s.K), s.K);
+    inputs.push_back(random_values(std::max<int64_t>(s.M, 1) * s.K, 400 + i));
+  }
+  const int threads = omp_get_max_threads();
+  for (KernelPath p : {KernelPath::Scalar, KernelPath::Avx2, KernelPath::Avx512, KernelPath::Avx512Vnni}) {
+    if (!cpu_supports(p)) continue;
+    for (int nt : {1, 2, 3, 5}) {
+      omp_set_num_threads(nt);
+      std::vector<std::vector<float>> want, got;
+      std::vector<QMatvec> jobs;
+      for (const Shape& s : shapes) {
+        want.emplace_back(size_t(s.M * s.N), 0.25f);
+        got.emplace_back(size_t(s.M * s.N), 0.25f);
+        qmatmul(s.type, weights[want.size() - 1].data(), s.N, s.K, inputs[want.size() - 1].data(), s.M,
+                want.back().data(), s.accumulate, p);
+      }
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        const Shape& s = shapes[i];
+        jobs.push_back({s.type, weights[i].data(), s.N, s.K, inputs[i].data(), got[i].data(), s.accumulate, s.M});
+      }
+      qmatvec_batch(jobs.data(), int64_t(jobs.size()), p);
+      for (size_t i = 0; i < shapes.size(); ++i)
+        EXPECT_EQ(got[i], want[i]) << kernel_path_name(p) << " threads " << nt << " job " << i;
+    }
+  }
+  omp_set_num_threads(threads);
+}

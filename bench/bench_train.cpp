@@ -146,8 +146,7 @@ int main(int argc, char** argv) {
       const double loss = graph.forward_backward(batch, lo, grads).loss;
       if (s == 0) first_loss = loss;
       last_loss = loss;
-      opt.clip_grad_norm(1.0);
-      opt.step(1e-3);
+      opt.clip_and_step(1.0, 1e-3);
       if (s > 0) {
         seconds += std::chrono::duration<double>(Clock::now() - t0).count();
         cpu += cpu_seconds() - c0;

@@ -188,8 +188,13 @@ Gradients::Gradients(const Model& model) {
   });
 }
 
-void Gradients::zero() {
-  for (auto& s : storage) std::fill(s.begin(), s.end(), 0.0f);
+void Gradients::zero() {  // in parallel: one thread's memset of 84M floats was ~3% of a BF16 step
+  for (auto& s : storage) {
+    float* d = s.data();
+    const int64_t n = int64_t(s.size());
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+    for (int64_t b = 0; b < n; b += 1 << 14) std::memset(d + b, 0, size_t(std::min<int64_t>(n - b, 1 << 14)) * 4);
+  }
 }
 
 TrainGraph::TrainGraph(const Model& model) : model_(model), c_(model.config), rope_(model.config) {

@@ -32,6 +32,10 @@ class AdamW {
   // norm before clipping.
   double clip_grad_norm(double max_norm);
   void step(double lr);
+  // clip_grad_norm(max_norm) then step(lr), fused: one read of the gradients for the norm, one
+  // pass that scales each gradient in registers and updates weight and moments (the gradients
+  // themselves are left unscaled). The same arithmetic as the two calls, bit for bit.
+  double clip_and_step(double max_norm, double lr);
   int64_t steps() const { return step_; }
   // Moments and step count, under the parameter names (m.NAME, v.NAME).
   void save(const std::string& path) const;
@@ -40,8 +44,19 @@ class AdamW {
   size_t state_bytes() const;
 
  private:
+  // Work is split into fixed chunks of one tensor each, so the norm's partial sums add up in the
+  // same order for any thread count, and one parallel loop covers every tensor.
+  struct Chunk {
+    size_t param;
+    int64_t begin, end;
+  };
+  double grad_norm();
+  double clip_factor(double norm, double max_norm) const;
+  void update(double lr, float grad_factor);
   AdamWOptions options_;
   std::vector<ParamSlot> params_;
+  std::vector<Chunk> chunks_;
+  std::vector<double> partial_;
   int64_t step_ = 0;
 };
 

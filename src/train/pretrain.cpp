@@ -270,9 +270,8 @@ PretrainResult pretrain(const PretrainOptions& o, Progress* progress) {
         for (int64_t e = 0; e < c.n_routed_experts; ++e) load[size_t(l)][size_t(e)] += rep.expert_load[size_t(l)][size_t(e)];
     }
     if (!std::isfinite(loss)) throw Error("training", "loss became " + std::to_string(loss) + " at step " + std::to_string(step) + "; lower --lr");
-    const double gnorm = adamw.clip_grad_norm(o.grad_clip);
     const double lr = sched.at(step);
-    adamw.step(lr);
+    const double gnorm = adamw.clip_and_step(o.grad_clip, lr);
     // Auxiliary-loss-free balancing (DeepSeek-V3 section 2.1.2): nudge each expert's bias
     // toward balance by gamma according to whether it was over- or under-loaded this step.
     json balance_per_layer = json::array(), expert_load = json::array();

@@ -259,9 +259,8 @@ SftResult sft(const SftOptions& o, Progress* progress) {
     }
     if (!std::isfinite(rep.loss)) throw Error("sft", "loss became " + std::to_string(rep.loss) + " at step " +
                                                          std::to_string(step) + "; lower --lr");
-    const double gnorm = adamw.clip_grad_norm(o.grad_clip);
     const double lr = sched.at(step);
-    adamw.step(lr);
+    const double gnorm = adamw.clip_and_step(o.grad_clip, lr);
     tokens_run += B * T;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (step == 0) result.first_loss = rep.main_loss;

@@ -73,11 +73,13 @@ struct Entry {
   bool runtime = false;
 };
 
-// A dimension that varies from call to call (the rows an expert receives) is left to run time
-// once this many values of it were seen for otherwise the same GEMM: oneDNN then uses its
-// AVX512-BF16 GEMM instead of the AMX kernel it JIT-compiles per shape, but one primitive serves
-// every size, where a primitive per size grew memory by ~100 MB per training step.
+// A dimension that varies from call to call (the rows an expert receives) counts as varying once
+// this many values of it were seen for otherwise the same GEMM. It is then padded to a multiple
+// of kRowBucket (a bounded set of AMX primitives; one primitive per exact size grew memory by
+// ~100 MB per training step), or, where padding does not apply, left to run time (one
+// primitive, but oneDNN's slower AVX512 gemm:jit instead of AMX).
 constexpr size_t kSizesBeforeRuntime = 3;
+constexpr int64_t kRowBucket = 32;
 constexpr int64_t kRuntime = DNNL_RUNTIME_DIM_VAL;
 
 // op(A) [M, K]: stored [M, K] (strides lda, 1) or, transposed, [K, M] (strides 1, lda).
@@ -124,26 +126,22 @@ struct GemmBf16::Impl {
     return v.size() >= kSizesBeforeRuntime;
   }
 
-  Entry& get(const Key& k) {
-    auto it = cache.find(k);
+  // The primitive for k, made on first use; with runtime_m or runtime_k one primitive with that
+  // dimension left to run time serves every size of it.
+  Entry& get(const Key& k, bool runtime_m, bool runtime_k) {
+    Key make = k;
+    if (runtime_m) make.M = kRuntime;
+    else if (runtime_k) make.K = kRuntime;
+    auto it = cache.find(make);
     if (it != cache.end()) return it->second;
-    Key rm = k, rk = k, cm = k, ck = k;
-    rm.M = kRuntime;
-    rk.K = kRuntime;
-    cm.M = 0;
-    ck.K = 0;
-    if ((it = cache.find(rm)) != cache.end() || (it = cache.find(rk)) != cache.end()) return it->second;
-    const Key* make = &k;
-    if (varies(sizes_m, cm, k.M)) make = &rm;
-    else if (varies(sizes_k, ck, k.K)) make = &rk;
-    const auto pd = describe(*make);
-    Entry e{dnnl::matmul(pd), {}, {}, {}, make != &k};
+    const auto pd = describe(make);
+    Entry e{dnnl::matmul(pd), {}, {}, {}, runtime_m || runtime_k};
     if (!e.runtime) {
       e.a = dnnl::memory(pd.src_desc(), engine, DNNL_MEMORY_NONE);
       e.b = dnnl::memory(pd.weights_desc(), engine, DNNL_MEMORY_NONE);
       e.c = dnnl::memory(pd.dst_desc(), engine, DNNL_MEMORY_NONE);
     }
-    return cache.emplace(*make, std::move(e)).first->second;
+    return cache.emplace(make, std::move(e)).first->second;
   }
 };
 
@@ -187,9 +185,56 @@ void GemmBf16::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                 int(N), int(K), alpha, a32_.data(), int(a_cols), b32_.data(), int(b_cols), beta, C, int(ldc));
     return;
   }
+  // A dimension that varies per call (an expert's rows: M in Fprop and Dgrad, the contraction K
+  // in Wgrad) is padded with zero rows up to a multiple of kRowBucket, so a few fixed-shape
+  // primitives (AMX) serve every size; a run-time-dimension primitive would run oneDNN's
+  // AVX512 gemm:jit instead, which took ~2/3 of the BF16 GEMM time of a train-50m step.
+  // A strided C (an attention head's slice of a wider row) is likewise computed into a dense
+  // buffer: oneDNN 2.6 picks gemm:jit, not AMX, for a C whose row stride is not N.
+  Key cls_m{0, N, K, lda, ldb, ldc, alpha, beta, trans_a, trans_b, 0}, cls_k{M, N, 0, lda, ldb, ldc, alpha, beta,
+                                                                             trans_a, trans_b, 0};
+  const bool vary_m = Impl::varies(impl_->sizes_m, cls_m, M);
+  const bool vary_k = !vary_m && Impl::varies(impl_->sizes_k, cls_k, K);
+  const bool pad_m = vary_m && !trans_a, pad_k = vary_k && trans_a && !trans_b;
+  // Other varying cases (none in training) keep a run-time-dimension primitive.
+  const bool runtime_m = vary_m && !pad_m, runtime_k = vary_k && !pad_k;
+  const auto round_up = [](int64_t n) { return (n + kRowBucket - 1) / kRowBucket * kRowBucket; };
+  if (pad_k) {  // Wgrad: A stored [K, M], B stored [K, N]; zero rows add nothing
+    const int64_t Kp = round_up(K);
+    apad_.resize(size_t(Kp * M));
+    bpad_.resize(size_t(Kp * N));
+    for (int64_t k = 0; k < K; ++k) {
+      std::memcpy(apad_.data() + k * M, A + k * lda, size_t(M) * 2);
+      std::memcpy(bpad_.data() + k * N, B + k * ldb, size_t(N) * 2);
+    }
+    std::memset(apad_.data() + K * M, 0, size_t((Kp - K) * M) * 2);
+    std::memset(bpad_.data() + K * N, 0, size_t((Kp - K) * N) * 2);
+    A = apad_.data(), lda = M, B = bpad_.data(), ldb = N, K = Kp;
+  }
+  const int64_t Mp = pad_m ? round_up(M) : M;
+  if (Mp != M) {  // A stored [M, K]: padded rows give output rows nobody reads
+    apad_.resize(size_t(Mp * K));
+    for (int64_t i = 0; i < M; ++i) std::memcpy(apad_.data() + i * K, A + i * lda, size_t(K) * 2);
+    std::memset(apad_.data() + M * K, 0, size_t((Mp - M) * K) * 2);
+    A = apad_.data(), lda = K;
+  }
+  if (Mp == M && (ldc == N || runtime_m || runtime_k))
+    return run(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, runtime_m, runtime_k);
+  c32_.resize(size_t(Mp * N));
+  if (beta != 0.0f) {
+    for (int64_t i = 0; i < M; ++i) std::memcpy(c32_.data() + i * N, C + i * ldc, size_t(N) * 4);
+    std::memset(c32_.data() + M * N, 0, size_t((Mp - M) * N) * 4);
+  }
+  run(trans_a, trans_b, Mp, N, K, alpha, A, lda, B, ldb, beta, c32_.data(), N, false, false);
+  for (int64_t i = 0; i < M; ++i) std::memcpy(C + i * ldc, c32_.data() + i * N, size_t(N) * 4);
+}
+
+void GemmBf16::run(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+                   int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, bool runtime_m,
+                   bool runtime_k) {
   const Key key{M, N, K, lda, ldb, ldc, alpha, beta, trans_a, trans_b, omp_get_max_threads()};
   try {
-    Entry& e = impl_->get(key);
+    Entry& e = impl_->get(key, runtime_m, runtime_k);
     if (e.runtime) {
       using dt = dnnl::memory::data_type;
       const dnnl::engine& eng = impl_->engine;

@@ -48,8 +48,12 @@ class GemmBf16 {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  std::vector<uint16_t> a16_, b16_;
+  // One primitive call with exactly this shape (no padding), on a run-time-M or -K primitive if asked.
+  void run(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+           const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, bool runtime_m, bool runtime_k);
+  std::vector<uint16_t> a16_, b16_, apad_, bpad_;
   std::vector<float> a32_, b32_;  // without a BF16 kernel: operands widened for SGEMM
+  std::vector<float> c32_;        // dense output for a padded or strided C
   bool native_ = false;
   std::string kernel_;
 };

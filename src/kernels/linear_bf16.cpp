@@ -175,13 +175,17 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-// Tiles 0 and 6: A (16 weight rows x 32 BF16), 1 and 7: B (16 pairs x 16 activation columns),
-// 2..5: C (16 x 16 F32) for up to four groups of 16 activation rows. Loaded at the start of
-// every range: another library (oneDNN) may have configured this thread's tiles differently.
-WHALE_AMX_TARGET void amx_configure() {
+// Tiles 0 and 6: A (16 weight rows x 32 BF16), 1 and 7: B (16 pairs x `cols` activation
+// columns), 2..5: C (16 x `cols` F32) for up to four groups of activation rows: 16 columns for
+// whole groups of 16 rows, fewer for the last group of M % 16 rows, whose packed activations are
+// then `cols` words wide instead of 16 (a lone row is its plain BF16 row: packing it writes
+// 1/16 of the cache lines). TDPBF16PS computes each C element on its own (Intel SDM), so the
+// column count does not change any result. Loaded at the start of every range: another library
+// (oneDNN) may have configured this thread's tiles differently.
+WHALE_AMX_TARGET void amx_configure(int64_t cols) {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) {
-    cfg.colsb[t] = 64;
+    cfg.colsb[t] = uint16_t(t == 0 || t == 6 ? 64 : 4 * cols);
     cfg.rows[t] = 16;
   }
   _tile_loadconfig(&cfg);
@@ -193,28 +197,30 @@ WHALE_AMX_TARGET void amx_configure() {
 // Tiles are not renamed, so steps alternate between two A/B tile pairs (0/1 and 6/7): the loads
 // of one step need not wait for the products of the previous one.
 // The tile intrinsics take their tile numbers as literal tokens (not template arguments).
-#define WHALE_AMX_STEP(TA, TB, a, a_stride, b)     \
-  do {                                             \
-    _tile_loadd(TA, a, a_stride);                  \
-    _tile_loadd(TB, b, 64);                        \
-    _tile_dpbf16ps(2, TA, TB);                     \
-    if constexpr (G > 1) {                         \
-      _tile_loadd(TB, (b) + group_stride, 64);     \
-      _tile_dpbf16ps(3, TA, TB);                   \
-    }                                              \
-    if constexpr (G > 2) {                         \
-      _tile_loadd(TB, (b) + 2 * group_stride, 64); \
-      _tile_dpbf16ps(4, TA, TB);                   \
-    }                                              \
-    if constexpr (G > 3) {                         \
-      _tile_loadd(TB, (b) + 3 * group_stride, 64); \
-      _tile_dpbf16ps(5, TA, TB);                   \
-    }                                              \
+#define WHALE_AMX_STEP(TA, TB, a, a_stride, b)           \
+  do {                                                   \
+    _tile_loadd(TA, a, a_stride);                        \
+    _tile_loadd(TB, b, b_stride);                        \
+    _tile_dpbf16ps(2, TA, TB);                           \
+    if constexpr (G > 1) {                               \
+      _tile_loadd(TB, (b) + group_stride, b_stride);     \
+      _tile_dpbf16ps(3, TA, TB);                         \
+    }                                                    \
+    if constexpr (G > 2) {                               \
+      _tile_loadd(TB, (b) + 2 * group_stride, b_stride); \
+      _tile_dpbf16ps(4, TA, TB);                         \
+    }                                                    \
+    if constexpr (G > 3) {                               \
+      _tile_loadd(TB, (b) + 3 * group_stride, b_stride); \
+      _tile_dpbf16ps(5, TA, TB);                         \
+    }                                                    \
   } while (0)
 
+// b_stride: bytes per pair row of the packed activations (4 per column).
 template <int G>
 WHALE_AMX_TARGET void amx_block(const uint16_t* w, int64_t K, const uint16_t* packed, int64_t group_stride,
-                                const uint16_t* tail, float* c) {
+                                int64_t b_stride, const uint16_t* tail, float* c) {
+  const int64_t pair_k = b_stride / 4;  // BF16 values of packed per weight column k
   if constexpr (G > 0) _tile_zero(2);
   if constexpr (G > 1) _tile_zero(3);
   if constexpr (G > 2) _tile_zero(4);
@@ -228,15 +234,15 @@ WHALE_AMX_TARGET void amx_block(const uint16_t* w, int64_t K, const uint16_t* pa
   int64_t k = 0;
   for (; k + 64 <= K; k += 64) {  // pair row k / 2 of the packed activations starts at k * 16
     prefetch(k);
-    WHALE_AMX_STEP(0, 1, w + k, K * 2, packed + k * 16);
+    WHALE_AMX_STEP(0, 1, w + k, K * 2, packed + k * pair_k);
     prefetch(k + 32);
-    WHALE_AMX_STEP(6, 7, w + k + 32, K * 2, packed + (k + 32) * 16);
+    WHALE_AMX_STEP(6, 7, w + k + 32, K * 2, packed + (k + 32) * pair_k);
   }
   if (k + 32 <= K) {
-    WHALE_AMX_STEP(0, 1, w + k, K * 2, packed + k * 16);
+    WHALE_AMX_STEP(0, 1, w + k, K * 2, packed + k * pair_k);
     k += 32;
   }
-  if (k < K) WHALE_AMX_STEP(6, 7, tail, 64, packed + k * 16);
+  if (k < K) WHALE_AMX_STEP(6, 7, tail, 64, packed + k * pair_k);
   _tile_stored(2, c, 64);
   if constexpr (G > 1) _tile_stored(3, c + 256, 64);
   if constexpr (G > 2) _tile_stored(4, c + 512, 64);
@@ -248,39 +254,49 @@ WHALE_AMX_TARGET void amx_release() { _tile_release(); }
 void amx_range(const Bf16Activations& x, const uint16_t* w, int64_t n_begin, int64_t n_end, float* y, int64_t ldy,
                bool accumulate) {
   const int64_t K = x.K, M = x.M, stride = row_stride(K);
-  const int64_t groups = (M + kAmxRows - 1) / kAmxRows, group_stride = stride * kAmxRows;
+  const int64_t full = M / kAmxRows, last_cols = M % kAmxRows, group_stride = stride * kAmxRows;
   // Whole 16-row blocks from the start of the range; the rest (N % 16 at the end) takes the
   // avx512bf16 kernel, which is M-invariant too.
   const int64_t amx_end = n_begin + (n_end - n_begin) / kAmxRows * kAmxRows;
   if (amx_end > n_begin) {
     alignas(64) float c[4 * 256];
     alignas(64) uint16_t tail[kAmxRows * 32];
-    amx_configure();
-    for (int64_t n = n_begin; n < amx_end; n += kAmxRows) {
-      const uint16_t* wb = w + n * K;
-      if (K % 32) {
-        const int64_t k0 = K / 32 * 32;
-        std::fill(tail, tail + kAmxRows * 32, uint16_t(0));
-        for (int64_t i = 0; i < kAmxRows; ++i) std::copy(wb + i * K + k0, wb + i * K + K, tail + i * 32);
-      }
-      for (int64_t g0 = 0; g0 < groups; g0 += 4) {
-        const int64_t G = std::min<int64_t>(4, groups - g0);
-        const uint16_t* p = x.packed.data() + g0 * group_stride;
-        if (G == 1) amx_block<1>(wb, K, p, group_stride, tail, c);
-        else if (G == 2) amx_block<2>(wb, K, p, group_stride, tail, c);
-        else if (G == 3) amx_block<3>(wb, K, p, group_stride, tail, c);
-        else amx_block<4>(wb, K, p, group_stride, tail, c);
-        // c[g][i][j]: weight row n + i, activation row (g0 + g) * 16 + j.
-        for (int64_t g = 0; g < G; ++g)
-          for (int64_t j = 0; j < kAmxRows; ++j) {
-            const int64_t m = (g0 + g) * kAmxRows + j;
-            if (m >= M) break;
-            float* yr = y + m * ldy + n;
-            for (int64_t i = 0; i < kAmxRows; ++i) {
-              const float v = c[g * 256 + i * 16 + j];
-              yr[i] = accumulate ? yr[i] + v : v;
-            }
+    // Whole groups and the narrower last group need different tile shapes: both passes run
+    // over chunks of weight rows small enough to stay in L2 between them.
+    constexpr int64_t kChunk = 64;
+    for (int64_t n0 = n_begin; n0 < amx_end; n0 += kChunk) {
+      const int64_t n1 = std::min(amx_end, n0 + kChunk);
+      for (int pass = 0; pass < 2; ++pass) {
+        const int64_t cols = pass == 0 ? kAmxRows : last_cols;
+        if ((pass == 0 && full == 0) || cols == 0) continue;
+        amx_configure(cols);
+        for (int64_t n = n0; n < n1; n += kAmxRows) {
+          const uint16_t* wb = w + n * K;
+          if (K % 32) {
+            const int64_t k0 = K / 32 * 32;
+            std::fill(tail, tail + kAmxRows * 32, uint16_t(0));
+            for (int64_t i = 0; i < kAmxRows; ++i) std::copy(wb + i * K + k0, wb + i * K + K, tail + i * 32);
           }
+          const int64_t g_begin = pass == 0 ? 0 : full, g_end = pass == 0 ? full : full + 1;
+          for (int64_t g0 = g_begin; g0 < g_end; g0 += 4) {
+            const int64_t G = std::min<int64_t>(4, g_end - g0);
+            const uint16_t* p = x.packed.data() + g0 * group_stride;
+            if (G == 1) amx_block<1>(wb, K, p, group_stride, 4 * cols, tail, c);
+            else if (G == 2) amx_block<2>(wb, K, p, group_stride, 4 * cols, tail, c);
+            else if (G == 3) amx_block<3>(wb, K, p, group_stride, 4 * cols, tail, c);
+            else amx_block<4>(wb, K, p, group_stride, 4 * cols, tail, c);
+            // c[g][i][j]: weight row n + i, activation row (g0 + g) * 16 + j.
+            for (int64_t g = 0; g < G; ++g)
+              for (int64_t j = 0; j < cols; ++j) {
+                const int64_t m = (g0 + g) * kAmxRows + j;
+                float* yr = y + m * ldy + n;
+                for (int64_t i = 0; i < kAmxRows; ++i) {
+                  const float v = c[g * 256 + i * 16 + j];
+                  yr[i] = accumulate ? yr[i] + v : v;
+                }
+              }
+          }
+        }
       }
     }
     amx_release();
@@ -314,16 +330,19 @@ void Bf16Activations::pack(const float* x, int64_t rows_in, int64_t K_in) {
     std::fill(o + K, o + stride, uint16_t(0));
   }
   if (bf16_path() != Bf16Path::Amx) return;
-  // B tiles: group g, pair row p holds (x[m][2p], x[m][2p + 1]) for the group's 16 rows m, as
-  // one 32-bit word per row. Columns past M in the last group are left as they are: a column of
-  // B only reaches the same column of C, which is never read.
+  // B tiles: group g, pair row p holds (x[m][2p], x[m][2p + 1]) for the group's rows m, as one
+  // 32-bit word per row: 16 words for whole groups, M % 16 for the last (see amx_configure).
   const int64_t groups = (M + kAmxRows - 1) / kAmxRows, pairs = stride / 2;
   if (packed.size() < size_t(groups * stride * kAmxRows)) packed.resize(size_t(groups * stride * kAmxRows));
   for (int64_t m = 0; m < M; ++m) {
-    const int64_t g = m / kAmxRows, j = m % kAmxRows;
+    const int64_t g = m / kAmxRows, j = m % kAmxRows, cols = std::min(kAmxRows, M - g * kAmxRows);
     uint16_t* dst = packed.data() + g * stride * kAmxRows + 2 * j;
     const uint16_t* src = rows.data() + m * stride;
-    for (int64_t p = 0; p < pairs; ++p) std::memcpy(dst + p * 2 * kAmxRows, src + 2 * p, 4);
+    if (cols == 1) {
+      std::memcpy(dst, src, size_t(stride) * 2);
+      continue;
+    }
+    for (int64_t p = 0; p < pairs; ++p) std::memcpy(dst + p * 2 * cols, src + 2 * p, 4);
   }
 }
 

@@ -14,7 +14,7 @@
 namespace whale {
 
 namespace {
-enum Slot { kQa = 8, kLatent, kExpanded, kThreadScratch, kAbsorbedQ = 20, kAbsorbedContext = 22 };
+enum Slot { kQa = 8, kLatent, kExpanded, kThreadScratch, kAbsorbedQ = 20, kAbsorbedContext = 22, kKvB = 21 };
 constexpr int64_t kAutoNaiveRows = 32;  // spans this long are prefills: expanded K/V is cheaper
 
 // y[0:n] = sum_d q[d] * w[d, 0:n] (w row-major with stride n), 64 columns at a time held in
@@ -43,6 +43,25 @@ void absorb_rows(const float* q, int64_t dims, const float* w, int64_t n, float*
 // out[j] = w[j, 0:n] · x for j < J: four rows at a time, each a 16-lane partial sum over n
 // then a fixed tree, so four independent chains hide the multiply-add latency (a plain dot is
 // one chain and a serial reduction per output).
+void dot_rows(const float* w, int64_t J, const float* x, int64_t n, float* out);
+
+// Rows [row0, row0 + rows) of kv_b_proj as F32: the constructor's F32 copy when there is one,
+// else (a block-quantised GGUF kv_b, kept as mapped: a quarter of the F32 bytes per step)
+// dequantised into scratch. The values are the same floats either way, so every sum after
+// this is unchanged.
+const float* kv_b_rows(const Tensor& kv_b, const std::vector<float>& f32, int64_t row0, int64_t rows,
+                       std::vector<float>& scratch) {
+  const int64_t n = kv_b.cols();
+  if (!f32.empty()) return f32.data() + row0 * n;
+  if (scratch.size() < size_t(rows * n)) scratch.resize(size_t(rows * n));
+  GgmlType type;
+  ggml_type_of(kv_b.dtype, &type);
+  const size_t row_bytes = ggml_row_size(type, n);
+  for (int64_t r = 0; r < rows; ++r)
+    dequantize_row(type, static_cast<const uint8_t*>(kv_b.data) + size_t(row0 + r) * row_bytes, scratch.data() + r * n, n);
+  return scratch.data();
+}
+
 void dot_rows(const float* w, int64_t J, const float* x, int64_t n, float* out) {
   constexpr int64_t kLanes = 16;
   for (int64_t j0 = 0; j0 < J; j0 += 4) {
@@ -104,7 +123,8 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   // [nope + vd, rank] slice is read once per step instead of once per sequence (2 MB per layer
   // for the bench model; batch 16 read it 16 times). Each row's sums keep their order.
   const int64_t width = rank + rope, vd = c.v_head_dim;
-  const float* kv_b = kv_b_f32_[size_t(layer)].data();  // [heads * (nope + vd), rank]
+  // kv_b_proj: [heads * (nope + vd), rank], read per head through kv_b_rows.
+  const std::vector<float>& kv_b_f32 = kv_b_f32_[size_t(layer)];
   std::vector<float>& qcat = buffer(kAbsorbedQ, size_t(T * heads * width));
   std::vector<float>& ctx = buffer(kAbsorbedContext, size_t(T * heads * rank));
   bool any_absorbed = false;
@@ -112,7 +132,8 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   if (any_absorbed) {
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < heads; ++h) {
-      const float* w_uk = kv_b + h * (nope + vd) * rank;
+      thread_local std::vector<float> head_rows;  // each worker's own; grows only
+      const float* w_uk = kv_b_rows(w.attn.kv_b_proj, kv_b_f32, h * (nope + vd), nope, head_rows);
       for (const SeqSpan& s : spans) {
         if (!absorbed(s)) continue;
         for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t) {
@@ -168,7 +189,8 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   } else if (any_absorbed) {
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < heads; ++h) {
-      const float* w_uv = kv_b + (h * (nope + vd) + nope) * rank;
+      thread_local std::vector<float> head_rows;  // each worker's own; grows only
+      const float* w_uv = kv_b_rows(kv_b_proj, kv_b_f32, h * (nope + vd) + nope, vd, head_rows);
       for (const SeqSpan& s : spans) {
         if (!absorbed(s)) continue;
         for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t)
@@ -184,7 +206,10 @@ void Transformer::attend_span(int64_t layer, const SeqSpan& s, int64_t pos0, flo
   const int64_t rank = c.kv_lora_rank, rope = c.qk_rope_head_dim, vd = c.v_head_dim;
   const int64_t L = pos0 + s.rows;  // keys visible to the span's last row
   const float scale = softmax_scale_;
-  const float* kv_b = kv_b_f32_[size_t(layer)].data();  // [heads * (nope + vd), rank]
+  const Tensor& kv_b_proj = (layer < c.num_hidden_layers ? model_.weights.layers[size_t(layer)]
+                                                         : model_.weights.mtp[size_t(layer - c.num_hidden_layers)])
+                                .attn.kv_b_proj;
+  const float* kv_b = kv_b_rows(kv_b_proj, kv_b_f32_[size_t(layer)], 0, heads * (nope + vd), buffer(kKvB, 0));
   const float* q = q_scratch_.data();
 
   // Naive reference: materialise k_nope and v for every cached position.

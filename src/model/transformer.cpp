@@ -28,6 +28,13 @@ Transformer::Transformer(const Model& model, AttentionMode mode)
                                                            : w.mtp[size_t(s - config_.num_hidden_layers)];
     const Tensor& t = l.attn.kv_b_proj;
     std::vector<float>& dst = kv_b_f32_[size_t(s)];
+    // Block-quantised kv_b (GGUF Q8_0 etc.) stays as mapped: attention dequantises a head's
+    // rows when it reads them (mla.cpp), so a decode step reads the quantised bytes, not F32.
+    GgmlType stored;
+    if (ggml_type_of(t.dtype, &stored) && ggml_block_size(stored) > 1) {
+      router_stats_[size_t(s)].expert_tokens.assign(size_t(config_.n_routed_experts), 0);
+      continue;
+    }
     dst.resize(size_t(t.numel()));
     for (int64_t r = 0; r < t.rows(); ++r) copy_row(t, r, dst.data() + r * t.cols());
     router_stats_[size_t(s)].expert_tokens.assign(size_t(config_.n_routed_experts), 0);

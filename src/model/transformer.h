@@ -56,7 +56,7 @@ class Transformer {
   // quantised kernels (kernels/qmatmul.h). Matrices whose row length is not a multiple of t's
   // block stay as they are. Returns the bytes of quantised weights.
   size_t quantize_weights(GgmlType t);
-  // Batches of up to 8 rows run a MoE layer's quantised experts in two parallel regions
+  // Batches of any size run a MoE layer's quantised experts in two parallel regions
   // (moe.cpp); off, they take the per-expert loop, which gives the same bits (tests compare).
   void set_fused_moe(bool on) { fused_moe_ = on; }
   // Bytes a forward reads for W: its quantised copy when there is one, else as stored.
@@ -84,7 +84,7 @@ class Transformer {
   AttentionMode mode_;
   Rope rope_;
   float softmax_scale_;
-  std::vector<std::vector<float>> kv_b_f32_;  // per layer slot: kv_b_proj as F32 (absorption reads it)
+  std::vector<std::vector<float>> kv_b_f32_;  // per layer slot: kv_b_proj as F32; empty when block-quantised
   std::vector<std::vector<float>> buffers_;   // reused scratch; grows only
   std::vector<float> q_scratch_, kv_scratch_;
   std::vector<RouterStats> router_stats_;     // per layer slot

@@ -59,7 +59,24 @@ struct Bf16State {
   }
 };
 
+// Temporaries of one layer's forward and backward, kept across layers and steps: as fresh vectors
+// (several MB each) they were page-faulted in at every layer of every step.
+struct TrainScratch {
+  std::vector<float> kva, router_logits, xe;                                       // forward
+  std::vector<float> dact, dg, du;                                                 // dense MLP / shared experts
+  std::vector<float> dq, dkv, dkpe, dP, dlatent, dkva, dkvc, dqan, dqa;            // attention
+  std::vector<float> dgate_w, dye, dxe, edact, edg, edu, dscores, dlogits;         // routed experts, router
+  std::vector<float> dxn, dattn;                                                   // layer
+};
+
 namespace {
+
+// n zeroed floats in v, as a fresh std::vector<float>(n) would give, without reallocating once v
+// has held n.
+std::vector<float>& zeros(std::vector<float>& v, int64_t n) {
+  v.assign(size_t(n), 0.0f);
+  return v;
+}
 
 // Sizes an activation buffer. Every caller overwrites all of it (GEMMs with beta 0, norms,
 // softmax rows, every routed assignment), so it is zeroed only when its size changes: the
@@ -282,11 +299,13 @@ struct Quantizer {
     }
     return Tensor{DType::F32, W.shape, wq.data()};
   }
-  void linear(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate = false) {
+  // same_x: x is the input of the previous linear (or, in linear_backward, of the previous Wgrad)
+  // unchanged, so its BF16 copy is reused instead of rounded again (gate/up, q_a/kv_a).
+  void linear(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate = false, bool same_x = false) {
     if (fast) {
       const int64_t N = W.rows(), K = W.cols();
-      fast->gemm.gemm(false, true, M, N, K, 1.0f, fast->activation(x, M * K, fast->x16), K, fast->weight(W), K,
-                      accumulate ? 1.0f : 0.0f, y, N);
+      const uint16_t* x16 = same_x ? fast->x16.data() : fast->activation(x, M * K, fast->x16);
+      fast->gemm.gemm(false, true, M, N, K, 1.0f, x16, K, fast->weight(W), K, accumulate ? 1.0f : 0.0f, y, N);
       return;
     }
     const float* xq_ = rows(x, M, W.cols(), xq);
@@ -294,13 +313,17 @@ struct Quantizer {
     else whale::linear(xq_, M, weight(W), y);
   }
   void linear_accumulate(const float* x, int64_t M, const Tensor& W, float* y) { linear(x, M, W, y, true); }
-  void linear_backward(const float* x, int64_t M, const Tensor& W, const float* dy, float* dx, bool acc, float* dW) {
+  void linear_backward(const float* x, int64_t M, const Tensor& W, const float* dy, float* dx, bool acc, float* dW,
+                       bool same_x = false) {
     if (fast) {
       if (M == 0) return;
       const int64_t N = W.rows(), K = W.cols();
       const uint16_t* dy16 = fast->activation(dy, M * N, fast->dy16);
       if (dx) fast->gemm.gemm(false, false, M, K, N, 1.0f, dy16, N, fast->weight(W), K, acc ? 1.0f : 0.0f, dx, K);
-      if (dW) fast->gemm.gemm(true, false, N, K, M, 1.0f, dy16, N, fast->activation(x, M * K, fast->x16), K, 1.0f, dW, K);
+      if (dW) {
+        const uint16_t* x16 = same_x ? fast->x16.data() : fast->activation(x, M * K, fast->x16);
+        fast->gemm.gemm(true, false, N, K, M, 1.0f, dy16, N, x16, K, 1.0f, dW, K);
+      }
       return;
     }
     if (precision != TrainPrecision::FP8) {
@@ -359,6 +382,7 @@ struct LayerContext {
   const Rope& rope;
   int64_t B, T;
   Quantizer* q;
+  TrainScratch* ws;
   const int32_t* pos = nullptr;  // [B * T] position of each row within its segment (null: r % T)
 };
 
@@ -369,21 +393,21 @@ void mlp_forward(Quantizer& q, const MlpWeights& w, const float* xn, int64_t N, 
   resize(u, N * I);
   resize(act, N * I);
   q.linear(xn, N, w.gate_proj, g.data());
-  q.linear(xn, N, w.up_proj, u.data());
+  q.linear(xn, N, w.up_proj, u.data(), false, true);
   silu_mul(g.data(), u.data(), act.data(), N * I);
   q.linear_accumulate(act.data(), N, w.down_proj, x);
 }
 
 // dy: gradient of the MLP output; dxn accumulates the gradient of its input.
-void mlp_backward(Quantizer& q, const MlpWeights& w, MlpWeights* gw, const float* xn, int64_t N,
+void mlp_backward(Quantizer& q, TrainScratch& ws, const MlpWeights& w, MlpWeights* gw, const float* xn, int64_t N,
                   const std::vector<float>& g, const std::vector<float>& u, const std::vector<float>& act,
                   const float* dy, float* dxn) {
   const int64_t I = w.gate_proj.rows();
-  std::vector<float> dact(size_t(N * I)), dg(size_t(N * I)), du(size_t(N * I));
+  std::vector<float>&dact = zeros(ws.dact, N * I), &dg = zeros(ws.dg, N * I), &du = zeros(ws.du, N * I);
   q.linear_backward(act.data(), N, w.down_proj, dy, dact.data(), false, gw->down_proj.f32());
   silu_mul_backward(g.data(), u.data(), dact.data(), dg.data(), du.data(), N * I);
   q.linear_backward(xn, N, w.gate_proj, dg.data(), dxn, true, gw->gate_proj.f32());
-  q.linear_backward(xn, N, w.up_proj, du.data(), dxn, true, gw->up_proj.f32());
+  q.linear_backward(xn, N, w.up_proj, du.data(), dxn, true, gw->up_proj.f32(), true);
 }
 
 void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivations& a) {
@@ -393,18 +417,18 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
   const int64_t rank = c.kv_lora_rank, rope = c.qk_rope_head_dim, vd = c.v_head_dim;
   const float eps = float(c.rms_norm_eps);
   resize(a.q, N * heads * qhd);
-  if (c.q_lora_rank > 0) {
+  std::vector<float>& kva = zeros(ctx.ws->kva, N * (rank + rope));
+  ctx.q->linear(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, kva.data());
+  if (c.q_lora_rank > 0) {  // after kv_a: both read xn1 (one BF16 copy)
     resize(a.qa, N * c.q_lora_rank);
     resize(a.qan, N * c.q_lora_rank);
     resize(a.rqa, N);
-    ctx.q->linear(a.xn1.data(), N, w.attn.q_a_proj, a.qa.data());
+    ctx.q->linear(a.xn1.data(), N, w.attn.q_a_proj, a.qa.data(), false, true);
     rmsnorm_save(a.qa.data(), w.attn.q_a_layernorm.f32(), a.qan.data(), a.rqa.data(), N, c.q_lora_rank, eps);
     ctx.q->linear(a.qan.data(), N, w.attn.q_b_proj, a.q.data());
   } else {
-    ctx.q->linear(a.xn1.data(), N, w.attn.q_proj, a.q.data());
+    ctx.q->linear(a.xn1.data(), N, w.attn.q_proj, a.q.data(), false, true);
   }
-  std::vector<float> kva(size_t(N * (rank + rope)));
-  ctx.q->linear(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, kva.data());
   resize(a.kvc, N * rank);
   resize(a.latent, N * rank);
   resize(a.rkv, N);
@@ -453,7 +477,9 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
   const int64_t rank = c.kv_lora_rank, rope = c.qk_rope_head_dim, vd = c.v_head_dim;
   const float scale = float(c.softmax_scale());
   const int64_t q_ld = heads * qhd, kv_ld = heads * (nope + vd), o_ld = heads * vd;
-  std::vector<float> dq(size_t(N * q_ld)), dkv(size_t(N * kv_ld)), dkpe(size_t(N * rope), 0.0f), dP(size_t(T * T));
+  TrainScratch& ws = *ctx.ws;
+  std::vector<float>&dq = zeros(ws.dq, N * q_ld), &dkv = zeros(ws.dkv, N * kv_ld), &dkpe = zeros(ws.dkpe, N * rope),
+  &dP = zeros(ws.dP, T * T);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < heads; ++h) {
       const float* P = a.probs.data() + (b * heads + h) * T * T;
@@ -488,7 +514,8 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
     for (int64_t h = 0; h < heads; ++h) ctx.rope.apply_backward(dq.data() + (r * heads + h) * qhd + nope, pos);
   }
   // kv = latent kv_b^T ; latent = rmsnorm(kvc)
-  std::vector<float> dlatent(size_t(N * rank)), dkva(size_t(N * (rank + rope))), dkvc(size_t(N * rank));
+  std::vector<float>&dlatent = zeros(ws.dlatent, N * rank), &dkva = zeros(ws.dkva, N * (rank + rope)),
+  &dkvc = zeros(ws.dkvc, N * rank);
   ctx.q->linear_backward(a.latent.data(), N, w.attn.kv_b_proj, dkv.data(), dlatent.data(), false, gw.attn.kv_b_proj.f32());
   rmsnorm_backward(a.kvc.data(), w.attn.kv_a_layernorm.f32(), a.rkv.data(), dlatent.data(), dkvc.data(),
                    gw.attn.kv_a_layernorm.f32(), N, rank, false);
@@ -496,10 +523,8 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
     std::memcpy(dkva.data() + r * (rank + rope), dkvc.data() + r * rank, size_t(rank) * 4);
     std::memcpy(dkva.data() + r * (rank + rope) + rank, dkpe.data() + r * rope, size_t(rope) * 4);
   }
-  ctx.q->linear_backward(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, dkva.data(), dxn1, true,
-                  gw.attn.kv_a_proj_with_mqa.f32());
   if (c.q_lora_rank > 0) {
-    std::vector<float> dqan(size_t(N * c.q_lora_rank)), dqa(size_t(N * c.q_lora_rank));
+    std::vector<float>&dqan = zeros(ws.dqan, N * c.q_lora_rank), &dqa = zeros(ws.dqa, N * c.q_lora_rank);
     ctx.q->linear_backward(a.qan.data(), N, w.attn.q_b_proj, dq.data(), dqan.data(), false, gw.attn.q_b_proj.f32());
     rmsnorm_backward(a.qa.data(), w.attn.q_a_layernorm.f32(), a.rqa.data(), dqan.data(), dqa.data(),
                      gw.attn.q_a_layernorm.f32(), N, c.q_lora_rank, false);
@@ -507,6 +532,9 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
   } else {
     ctx.q->linear_backward(a.xn1.data(), N, w.attn.q_proj, dq.data(), dxn1, true, gw.attn.q_proj.f32());
   }
+  // last, so its Wgrad reuses the BF16 copy of xn1 that q_a's (or q_proj's) just made
+  ctx.q->linear_backward(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, dkva.data(), dxn1, true,
+                         gw.attn.kv_a_proj_with_mqa.f32(), true);
 }
 
 void moe_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivations& a, float* x,
@@ -514,7 +542,7 @@ void moe_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivation
   const ModelConfig& c = ctx.c;
   const int64_t N = ctx.B * ctx.T, E = c.n_routed_experts, K = c.num_experts_per_tok, H = c.hidden_size;
   const int64_t I = c.moe_intermediate_size;
-  std::vector<float> logits(size_t(N * E));
+  std::vector<float>& logits = zeros(ctx.ws->router_logits, N * E);
   linear(a.xn2.data(), N, w.moe.gate, logits.data());
   resize(a.scores, N * E);
   for (int64_t r = 0; r < N; ++r) {
@@ -541,7 +569,7 @@ void moe_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivation
   resize(a.eu, N * K * I);
   resize(a.eact, N * K * I);
   resize(a.eout, N * K * H);
-  std::vector<float> xe(size_t(N * K * H));
+  std::vector<float>& xe = zeros(ctx.ws->xe, N * K * H);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t lo = a.offsets[size_t(e)], n = a.offsets[size_t(e + 1)] - lo;
     load[size_t(e)] += n;
@@ -552,7 +580,7 @@ void moe_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivation
     }
     const MlpWeights& ex = w.moe.experts[size_t(e)];
     ctx.q->linear(xe.data(), n, ex.gate_proj, a.eg.data() + lo * I);
-    ctx.q->linear(xe.data(), n, ex.up_proj, a.eu.data() + lo * I);
+    ctx.q->linear(xe.data(), n, ex.up_proj, a.eu.data() + lo * I, false, true);
     silu_mul(a.eg.data() + lo * I, a.eu.data() + lo * I, a.eact.data() + lo * I, n * I);
     ctx.q->linear(a.eact.data() + lo * I, n, ex.down_proj, a.eout.data() + lo * H);
     for (int64_t j = 0; j < n; ++j) {
@@ -604,9 +632,10 @@ void moe_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& 
   const ModelConfig& c = ctx.c;
   const int64_t N = ctx.B * ctx.T, E = c.n_routed_experts, K = c.num_experts_per_tok, H = c.hidden_size;
   const int64_t I = c.moe_intermediate_size;
-  std::vector<float> dgate_w(size_t(N * K), 0.0f);
-  std::vector<float> xe(size_t(N * K * H)), dye(size_t(N * K * H)), dxe(size_t(N * K * H));
-  std::vector<float> dact(size_t(N * K * I)), dg(size_t(N * K * I)), du(size_t(N * K * I));
+  TrainScratch& ws = *ctx.ws;
+  std::vector<float>& dgate_w = zeros(ws.dgate_w, N * K);
+  std::vector<float>&xe = zeros(ws.xe, N * K * H), &dye = zeros(ws.dye, N * K * H), &dxe = zeros(ws.dxe, N * K * H);
+  std::vector<float>&dact = zeros(ws.edact, N * K * I), &dg = zeros(ws.edg, N * K * I), &du = zeros(ws.edu, N * K * I);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t lo = a.offsets[size_t(e)], n = a.offsets[size_t(e + 1)] - lo;
     if (n == 0) continue;
@@ -623,14 +652,14 @@ void moe_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& 
     ctx.q->linear_backward(a.eact.data() + lo * I, n, ex.down_proj, dye.data(), dact.data(), false, gx.down_proj.f32());
     silu_mul_backward(a.eg.data() + lo * I, a.eu.data() + lo * I, dact.data(), dg.data(), du.data(), n * I);
     ctx.q->linear_backward(xe.data(), n, ex.gate_proj, dg.data(), dxe.data(), false, gx.gate_proj.f32());
-    ctx.q->linear_backward(xe.data(), n, ex.up_proj, du.data(), dxe.data(), true, gx.up_proj.f32());
+    ctx.q->linear_backward(xe.data(), n, ex.up_proj, du.data(), dxe.data(), true, gx.up_proj.f32(), true);
     for (int64_t j = 0; j < n; ++j) {
       const int64_t row = a.order[size_t(lo + j)] / K;
       axpy(1.0f, dxe.data() + j * H, dxn2 + row * H, H);
     }
   }
   // Router: gate weights w_k = c * s_k / D (normalised) or c * s_k, D = sum of chosen s + 1e-20.
-  std::vector<float> dscores(size_t(N * E), 0.0f);
+  std::vector<float>& dscores = zeros(ws.dscores, N * E);
   const double scaling = c.routed_scaling_factor;
   const bool normalise = K > 1 && c.norm_topk_prob;
   for (int64_t r = 0; r < N; ++r) {
@@ -648,7 +677,7 @@ void moe_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& 
     }
   }
   if (balance_alpha > 0) balance_loss(ctx, a, balance_alpha, dscores.data());
-  std::vector<float> dlogits(size_t(N * E));
+  std::vector<float>& dlogits = zeros(ws.dlogits, N * E);
   for (int64_t r = 0; r < N; ++r) {
     const float* s = a.scores.data() + r * E;
     const float* ds = dscores.data() + r * E;
@@ -663,7 +692,7 @@ void moe_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& 
   }
   linear_backward(a.xn2.data(), N, w.moe.gate, dlogits.data(), dxn2, true, gw.moe.gate.f32());
   if (c.n_shared_experts > 0)
-    mlp_backward(*ctx.q, w.moe.shared, &gw.moe.shared, a.xn2.data(), N, a.g, a.u, a.act, dy, dxn2);
+    mlp_backward(*ctx.q, ws, w.moe.shared, &gw.moe.shared, a.xn2.data(), N, a.g, a.u, a.act, dy, dxn2);
 }
 
 // x [N, H]: layer input, replaced by the layer output.
@@ -694,15 +723,15 @@ void layer_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights
                     float* dx, double balance_alpha) {
   const ModelConfig& c = ctx.c;
   const int64_t N = ctx.B * ctx.T, H = c.hidden_size;
-  std::vector<float> dxn(size_t(N * H), 0.0f);
+  std::vector<float>& dxn = zeros(ctx.ws->dxn, N * H);
   if (w.is_moe) {
     moe_backward(ctx, w, gw, a, dx, dxn.data(), balance_alpha);
   } else {
-    mlp_backward(*ctx.q, w.mlp, &gw.mlp, a.xn2.data(), N, a.g, a.u, a.act, dx, dxn.data());
+    mlp_backward(*ctx.q, *ctx.ws, w.mlp, &gw.mlp, a.xn2.data(), N, a.g, a.u, a.act, dx, dxn.data());
   }
   rmsnorm_backward(a.x_mid.data(), w.post_attention_layernorm.f32(), a.r2.data(), dxn.data(), dx,
                    gw.post_attention_layernorm.f32(), N, H, true);
-  std::vector<float> dattn(size_t(N * c.num_attention_heads * c.v_head_dim));
+  std::vector<float>& dattn = zeros(ctx.ws->dattn, N * c.num_attention_heads * c.v_head_dim);
   ctx.q->linear_backward(a.attn.data(), N, w.attn.o_proj, dx, dattn.data(), false, gw.attn.o_proj.f32());
   std::fill(dxn.begin(), dxn.end(), 0.0f);
   attention_backward(ctx, w, gw, a, dattn.data(), dxn.data());
@@ -734,7 +763,8 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
     bf16_->fresh.clear();  // the optimizer moved the weights since the last step
     if (bf16_->gemm.native()) quant.fast = bf16_.get();
   }
-  LayerContext ctx{c, rope_, B, T, &quant};
+  if (!scratch_) scratch_ = std::make_unique<TrainScratch>();
+  LayerContext ctx{c, rope_, B, T, &quant, scratch_.get()};
   // Packed rows: each row's position within its segment. The backward needs nothing else, since
   // probabilities outside a segment are exactly zero.
   std::vector<int32_t> positions, mtp_positions;
@@ -791,7 +821,7 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   // MTP: row (b, i) combines h_i with the embedding of token i+1 and predicts token i+2.
   const bool mtp = options.mtp_lambda > 0 && c.num_nextn_predict_layers > 0 && T >= 2;
   const int64_t Tm = T - 1, Nm = B * Tm;
-  LayerContext mctx{c, rope_, B, Tm, &quant};
+  LayerContext mctx{c, rope_, B, Tm, &quant, scratch_.get()};
   if (batch.segment_ids && Tm > 0) {  // MTP row i belongs to token i's segment
     mtp_positions.resize(size_t(B * Tm));
     for (int64_t b = 0; b < B; ++b)

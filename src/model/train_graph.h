@@ -58,6 +58,7 @@ struct Gradients {
 
 struct LayerActivations;  // defined in train_graph.cpp
 struct Bf16State;         // oneDNN BF16 GEMM and its operand buffers (train_graph.cpp)
+struct TrainScratch;      // per-layer temporaries reused across layers and steps (train_graph.cpp)
 
 enum class TrainPrecision { FP32, BF16, FP8 };
 
@@ -88,6 +89,7 @@ class TrainGraph {
   TrainPrecision precision_ = TrainPrecision::FP32;  // num_hidden_layers + MTP layers
   bool simulate_bf16_ = false;
   std::unique_ptr<Bf16State> bf16_;  // created on the first BF16 step
+  std::unique_ptr<TrainScratch> scratch_;
   std::vector<float> logits_, mtp_logits_;  // head outputs [rows, vocab], reused across steps
 };
 

@@ -6,6 +6,8 @@
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +23,12 @@
 using namespace whale;
 
 namespace {
+
+double cpu_seconds() {
+  rusage r{};
+  getrusage(RUSAGE_SELF, &r);
+  return double(r.ru_utime.tv_sec + r.ru_stime.tv_sec) + 1e-6 * double(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
+}
 
 std::vector<int> parse_ints(const std::string& s) {
   std::vector<int> out;
@@ -79,6 +87,7 @@ int main(int argc, char** argv) {
         tr.forward(p.data(), {SeqSpan{batch.caches[size_t(i)].get(), 0, context, 0}}, hidden.data());
       }
     std::vector<std::vector<std::vector<double>>> times(batches.size(), std::vector<std::vector<double>>(paths.size()));
+    auto cpu = times;  // process CPU seconds per step: less swayed by other processes than wall time
     for (int r = 0; r < reps; ++r)
       for (size_t bi = 0; bi < batches.size(); ++bi)
         for (size_t pi = 0; pi < paths.size(); ++pi) {
@@ -95,20 +104,27 @@ int main(int argc, char** argv) {
           hidden.resize(size_t(batch.size) * size_t(c.hidden_size));
           logits.resize(size_t(batch.size) * size_t(c.vocab_size));
           const auto t0 = std::chrono::steady_clock::now();
+          const double c0 = cpu_seconds();
           tr.forward(ids.data(), spans, hidden.data());
           tr.logits(hidden.data(), rows, logits.data());
           times[bi][pi].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+          cpu[bi][pi].push_back(cpu_seconds() - c0);
         }
-    std::printf("%-8s %-11s %12s %12s %10s\n", "batch", "path", "step ms", "tokens/s", "vs batch 1");
-    std::vector<double> single(paths.size(), 0);
+    std::printf("%-8s %-11s %12s %12s %10s %12s %10s\n", "batch", "path", "step ms", "tokens/s", "vs batch 1",
+                "CPU ms", "CPU vs 1");
+    std::vector<double> single(paths.size(), 0), single_cpu(paths.size(), 0);
     for (size_t bi = 0; bi < batches.size(); ++bi)
       for (size_t pi = 0; pi < paths.size(); ++pi) {
         auto t = times[bi][pi];
         std::sort(t.begin(), t.end());
         const double median = t[t.size() / 2], tps = batches[bi].size / median;
-        if (batches[bi].size == 1) single[pi] = tps;
-        std::printf("%-8d %-11s %12.1f %12.1f %9.2fx\n", batches[bi].size, bf16_path_name(paths[pi]), median * 1e3, tps,
-                    single[pi] > 0 ? tps / single[pi] : 0.0);
+        auto u = cpu[bi][pi];
+        std::sort(u.begin(), u.end());
+        const double cpu_tps = batches[bi].size / u[u.size() / 2];
+        if (batches[bi].size == 1) single[pi] = tps, single_cpu[pi] = cpu_tps;
+        std::printf("%-8d %-11s %12.1f %12.1f %9.2fx %12.1f %9.2fx\n", batches[bi].size, bf16_path_name(paths[pi]),
+                    median * 1e3, tps, single[pi] > 0 ? tps / single[pi] : 0.0, u[u.size() / 2] * 1e3,
+                    single_cpu[pi] > 0 ? cpu_tps / single_cpu[pi] : 0.0);
       }
     getloadavg(load, 3);
     std::printf("load average after: %.2f\n", load[0]);

@@ -17,27 +17,32 @@ namespace {
 enum Slot { kQa = 8, kLatent, kExpanded, kThreadScratch, kAbsorbedQ = 20, kAbsorbedContext = 22, kKvB = 21 };
 constexpr int64_t kAutoNaiveRows = 32;  // spans this long are prefills: expanded K/V is cheaper
 
-// y[0:n] = sum_d q[d] * w[d, 0:n] (w row-major with stride n), 64 columns at a time held in
-// registers across all d (one load and store of y per column instead of one per d). Each
-// element is the same chain of multiply-adds over d whatever the caller batches.
-void absorb_rows(const float* q, int64_t dims, const float* w, int64_t n, float* y) {
-  constexpr int64_t kCols = 64;
+// y_r[0:n] = sum_d q_r[d] * w[d, 0:n] for R query rows (w row-major with stride n), 32
+// columns at a time held in registers across all d, each loaded w row reused for the R rows.
+// Every element is the same chain of multiply-adds over d whatever R is, so a row's result does
+// not depend on which rows share its block.
+template <int R>
+void absorb_rows(const float* const* q, int64_t dims, const float* w, int64_t n, float* const* y) {
+  constexpr int64_t kCols = 32;
   int64_t c0 = 0;
   for (; c0 + kCols <= n; c0 += kCols) {
-    float acc[kCols] = {};
+    float acc[R][kCols] = {};
     for (int64_t d = 0; d < dims; ++d) {
-      const float qd = q[d];
       const float* wr = w + d * n + c0;
+      for (int r = 0; r < R; ++r) {
+        const float qd = q[r][d];
 #pragma omp simd
-      for (int64_t c = 0; c < kCols; ++c) acc[c] += qd * wr[c];
+        for (int64_t c = 0; c < kCols; ++c) acc[r][c] += qd * wr[c];
+      }
     }
-    std::copy_n(acc, kCols, y + c0);
+    for (int r = 0; r < R; ++r) std::copy_n(acc[r], kCols, y[r] + c0);
   }
-  for (int64_t c = c0; c < n; ++c) {
-    float acc = 0.0f;
-    for (int64_t d = 0; d < dims; ++d) acc += q[d] * w[d * n + c];
-    y[c] = acc;
-  }
+  for (int r = 0; r < R; ++r)
+    for (int64_t c = c0; c < n; ++c) {
+      float acc = 0.0f;
+      for (int64_t d = 0; d < dims; ++d) acc += q[r][d] * w[d * n + c];
+      y[r][c] = acc;
+    }
 }
 
 // out[j] = w[j, 0:n] · x for j < J: four rows at a time, each a 16-lane partial sum over n
@@ -134,15 +139,27 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
     for (int64_t h = 0; h < heads; ++h) {
       thread_local std::vector<float> head_rows;  // each worker's own; grows only
       const float* w_uk = kv_b_rows(w.attn.kv_b_proj, kv_b_f32, h * (nope + vd), nope, head_rows);
+      // The absorbed rows in blocks of up to 4 (a batch-16 decode step: 4 blocks per head).
+      const float* qn[4];
+      float* qabs[4];
+      int nb = 0;
+      auto flush = [&] {
+        if (nb == 4) absorb_rows<4>(qn, nope, w_uk, rank, qabs);
+        else if (nb == 3) absorb_rows<3>(qn, nope, w_uk, rank, qabs);
+        else if (nb == 2) absorb_rows<2>(qn, nope, w_uk, rank, qabs);
+        else if (nb == 1) absorb_rows<1>(qn, nope, w_uk, rank, qabs);
+        nb = 0;
+      };
       for (const SeqSpan& s : spans) {
         if (!absorbed(s)) continue;
         for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t) {
-          const float* qn = q + (t * heads + h) * qhd;
-          float* qabs = qcat.data() + (t * heads + h) * width;
-          absorb_rows(qn, nope, w_uk, rank, qabs);
-          std::copy_n(qn + nope, rope, qabs + rank);
+          qn[nb] = q + (t * heads + h) * qhd;
+          qabs[nb] = qcat.data() + (t * heads + h) * width;
+          std::copy_n(qn[nb] + nope, rope, qabs[nb] + rank);
+          if (++nb == 4) flush();
         }
       }
+      flush();
     }
   }
   // Absorbed spans: scores, softmax and context over the cached latents for all of them in one

@@ -14,6 +14,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/dtype.h"
 #include "kernels/qmatmul_simd.h"
@@ -111,6 +112,40 @@ WHALE_VNNI void pack_q8_0_pairs(const block_q8_0* x, int64_t nb, uint8_t* out) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32 * h), _mm256_xor_si256(q, offset));
       const float d = i < nb ? _cvtsh_ss(x[i].d) : 0.0f;
       for (int l = 0; l < 8; ++l) s[8 * h + l] = d;
+    }
+  }
+}
+
+WHALE_VNNI void quantize_pack_q8_0(const float* x, int64_t nb, uint8_t* out) {
+  const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+  const __m128i offset = _mm_set1_epi8(char(0x80));
+  for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
+    uint8_t* o = out + size_t(p) * kQ8PairBytes;
+    float* s = reinterpret_cast<float*>(o + 64);
+    for (int64_t h = 0; h < 2; ++h) {
+      const int64_t i = 2 * p + h;
+      if (i >= nb) {  // past the row's end: value 0 (stored 128) with scale 0
+        std::memset(o + 32 * h, 0x80, 32);
+        for (int l = 0; l < 8; ++l) s[8 * h + l] = 0.0f;
+        continue;
+      }
+      const __m512 v[2] = {_mm512_loadu_ps(x + 32 * i), _mm512_loadu_ps(x + 32 * i + 16)};
+      // quantize_row_q8_0's arithmetic: amax / 127 rounded to fp16, q = roundf(x * (1 / d)).
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+      const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+      for (int k = 0; k < 2; ++k) {
+        // roundf (half away from zero), exactly: trunc, then one step away from zero when the
+        // (exact) remainder is at least one half.
+        const __m512 m = _mm512_mul_ps(v[k], _mm512_set1_ps(id));
+        const __m512 t = _mm512_roundscale_ps(m, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(m, t)), half, _CMP_GE_OQ);
+        const __m512 step = _mm512_or_ps(one, _mm512_and_ps(m, _mm512_set1_ps(-0.0f)));  // +-1 with m's sign
+        const __m512 r = _mm512_mask_add_ps(t, up, t, step);
+        const __m128i q = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(r));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 32 * h + 16 * k), _mm_xor_si128(q, offset));
+      }
+      const float scale = _cvtsh_ss(f32_to_f16(d));
+      for (int l = 0; l < 8; ++l) s[8 * h + l] = scale;
     }
   }
 }

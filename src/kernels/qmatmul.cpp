@@ -194,10 +194,7 @@ size_t activation_row_bytes(GgmlType t, int64_t K, KernelPath path) {
 // Quantises one activation row for (t, path) into out (activation_row_bytes of it).
 void quantize_activation(GgmlType t, const float* x, int64_t K, KernelPath path, uint8_t* out) {
   if (!use_gemm(t, path)) return quantize_row(qmatmul_activation_type(t), x, out, K);
-  thread_local std::vector<block_q8_0> blocks;  // grown only
-  blocks.resize(size_t(K / QK8_0));
-  quantize_row_q8_0(x, blocks.data(), K);
-  simd::pack_q8_0_pairs(blocks.data(), K / QK8_0, out);
+  simd::quantize_pack_q8_0(x, K / QK8_0, out);
 }
 
 // Rows [n0, n1) of W against all M quantised activation rows (x_row bytes apart).

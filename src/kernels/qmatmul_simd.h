@@ -30,6 +30,8 @@ float dot_q6_K_vnni(int64_t nb, const block_q6_K* w, const block_q8_K* x);
 constexpr size_t kQ8PairBytes = 128;
 inline size_t q8_0_packed_row_bytes(int64_t nb) { return size_t((nb + 1) / 2) * kQ8PairBytes; }
 void pack_q8_0_pairs(const block_q8_0* x, int64_t nb, uint8_t* out);
+// Quantises nb blocks of floats as quantize_row_q8_0 does (same bits) straight into that layout.
+void quantize_pack_q8_0(const float* x, int64_t nb, uint8_t* out);
 void gemm_q8_0_vnni(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X, size_t x_stride,
                     int64_t M, float* y, int64_t ldy, bool accumulate);
 

@@ -19,6 +19,7 @@
 #include "core/rng.h"
 #include "kernels/cpu_features.h"
 #include "kernels/qmatmul.h"
+#include "kernels/qmatmul_simd.h"
 
 using namespace whale;
 
@@ -138,4 +139,23 @@ TEST(QuantGemm, BatchWithManyRowsPerJobEqualsQmatmulOnEveryPath) {
     }
   }
   omp_set_num_threads(threads);
+}
+
+TEST(QuantGemm, FastActivationQuantisationIsBitExact) {
+  if (!cpu_supports(KernelPath::Avx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  // Random blocks of very different scales, an all-zero block, and exact ties: with amax 127
+  // the scale is 1, so x.5 must round away from zero as roundf does.
+  const int64_t nb = 7, K = nb * QK8_0;
+  std::vector<float> x = random_values(K, 77);
+  for (int64_t j = 0; j < QK8_0; ++j) x[size_t(j)] *= 1e-3f;
+  for (int64_t j = 0; j < QK8_0; ++j) x[size_t(2 * QK8_0 + j)] = 0.0f;
+  const float ties[] = {127.0f, 2.5f, -3.5f, 0.5f, -0.5f, 126.5f, -1.5f, 1.4999999f};
+  for (int64_t j = 0; j < QK8_0; ++j) x[size_t(4 * QK8_0 + j)] = ties[j % 8] * (j % 3 == 0 ? 1.0f : -1.0f);
+  for (int64_t j = 0; j < QK8_0; ++j) x[size_t(6 * QK8_0 + j)] *= 1e4f;
+  std::vector<block_q8_0> blocks(static_cast<size_t>(nb));
+  quantize_row_q8_0(x.data(), blocks.data(), K);
+  alignas(64) uint8_t want[4 * simd::kQ8PairBytes], got[4 * simd::kQ8PairBytes];
+  simd::pack_q8_0_pairs(blocks.data(), nb, want);
+  simd::quantize_pack_q8_0(x.data(), nb, got);
+  for (size_t i = 0; i < sizeof want; ++i) ASSERT_EQ(got[i], want[i]) << "byte " << i;
 }

@@ -91,6 +91,7 @@ static double prefill_seconds(Generator& gen, const std::vector<int32_t>& prompt
 }
 
 int main(int argc, char** argv) {
+  whale::reexec_with_openblas_coretype(argv);  // OpenBLAS's SkylakeX kernels on AVX-512 (cpu_features.h)
   CLI::App app{"whale inference benchmark"};
   std::string dir;
   int64_t decode = 32, batch = 1;

@@ -28,8 +28,15 @@ trap 'rm -rf "$LOG"' EXIT
 # instead of spinning, which matters on a shared machine). torch_train.py also gives OpenBLAS
 # (Debian's torch calls the system BLAS) the same thread count.
 export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive OPENBLAS_NUM_THREADS=$THREADS
+# Debian's OpenBLAS 0.3.21 runs its Prescott (SSE3) kernels on CPUs it does not know (family 6
+# model 207 here); whale's binaries restart themselves with OPENBLAS_CORETYPE=SkylakeX on AVX-512
+# (src/kernels/cpu_features.h). PyTorch calls the same system OpenBLAS, so it gets the same
+# setting here: both sides on the same SGEMM. OPENBLAS_CORETYPE= (empty) in the caller's
+# environment keeps OpenBLAS's own choice for both.
+if [[ -z ${OPENBLAS_CORETYPE+x} ]] && grep -q avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
 
 echo "machine: $(nproc --all) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-(unset)} for both sides"
 echo "load before: $(uptime | sed 's/.*load average: //')"
 # Per config: whale fp32, PyTorch fp32, whale bf16, PyTorch bf16 (autocast), alternating so both
 # sides of each ratio see about the same load.

@@ -6,13 +6,17 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "kernels/cpu_features.h"
 
 int main(int argc, char** argv) {
   // libgomp reads its wait policy when it loads, before main. Spinning workers make a busy
   // machine (another process on a core) run decode up to 100x slower, so unless the user chose
   // a policy, restart once with the passive one.
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    ::setenv("OMP_WAIT_POLICY", "passive", 1);
+  // OpenBLAS picks its kernels at load too (whale::set_openblas_coretype_env, cpu_features.h):
+  // one restart covers both.
+  const bool coretype = whale::set_openblas_coretype_env();
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr || coretype) {
+    if (std::getenv("OMP_WAIT_POLICY") == nullptr) ::setenv("OMP_WAIT_POLICY", "passive", 1);
     ::execv("/proc/self/exe", argv);  // returns only on failure; then carry on as we are
   }
   CLI::App app{"whale: DeepSeek-V3 architecture models in C++ (run, build, scale)"};

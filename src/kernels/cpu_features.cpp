@@ -1,5 +1,7 @@
 #include "kernels/cpu_features.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 
@@ -70,6 +72,16 @@ void set_kernel_path(KernelPath p) {
   if (!cpu_supports(p))
     throw Error("kernel path", std::string(kernel_path_name(p)) + " is not supported by this CPU");
   g_path.store(int(p), std::memory_order_relaxed);
+}
+
+bool set_openblas_coretype_env() {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || std::getenv("WHALE_NO_REEXEC") != nullptr) return false;
+  if (!cpu_supports(KernelPath::Avx512)) return false;
+  return ::setenv("OPENBLAS_CORETYPE", "SkylakeX", 1) == 0;
+}
+
+void reexec_with_openblas_coretype(char** argv) {
+  if (set_openblas_coretype_env()) ::execv("/proc/self/exe", argv);  // returns only on failure
 }
 
 }  // namespace whale

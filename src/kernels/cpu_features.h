@@ -23,4 +23,15 @@ KernelPath best_kernel_path();  // the fastest path this CPU supports
 KernelPath kernel_path();
 void set_kernel_path(KernelPath p);
 
+// Debian's OpenBLAS 0.3.21 does not know newer AVX-512 CPUs (e.g. family 6 model 207) and falls
+// back to its Prescott (SSE3) kernels: SGEMM 3-4x below what the CPU does with its SkylakeX
+// kernels. It reads OPENBLAS_CORETYPE once, when the library loads (before main), so the fix is
+// to set it and restart the process. set_openblas_coretype_env() sets OPENBLAS_CORETYPE=SkylakeX
+// when the CPU has AVX-512 (cpu_supports(KernelPath::Avx512)), the variable is unset and
+// WHALE_NO_REEXEC is not set; it returns whether it did (the caller must then re-exec).
+// reexec_with_openblas_coretype does both: execv("/proc/self/exe", argv) once (the variable is
+// set in the new process, so it does not loop); on failure it returns and the process carries on.
+bool set_openblas_coretype_env();
+void reexec_with_openblas_coretype(char** argv);
+
 }  // namespace whale

@@ -1,5 +1,7 @@
 #include "serve/server.h"
 
+#include <sys/socket.h>
+
 #include <httplib.h>
 
 #include <csignal>
@@ -91,6 +93,14 @@ Server::Server(Engine& engine, const tokenizer::Tokenizer& tok, ServerOptions op
   http_->set_payload_max_length(size_t(options_.limits.max_body_bytes) + 1);
   http_->set_read_timeout(30);
   http_->set_write_timeout(30);
+  // Debian's compiled cpp-httplib listens with a backlog of 5: 16 clients connecting at once
+  // overflowed it, and the dropped handshakes were retried by TCP 1 s and 3 s later (TTFT p99
+  // ~3 s in bench_serve). The socket is remembered here and listen() called again after bind
+  // with a longer queue (Linux updates a listening socket's backlog).
+  http_->set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_socket_ = int(sock);
+  });
   routes();
 }
 
@@ -105,6 +115,8 @@ int Server::bind() {
       throw Error(options_.host + ":" + std::to_string(options_.port), "cannot bind (address in use or not local?)");
     port_ = options_.port;
   }
+  constexpr int kListenBacklog = 256;
+  if (listen_socket_ >= 0) ::listen(listen_socket_, kListenBacklog);
   return port_;
 }
 

@@ -62,6 +62,7 @@ class Server {
   ServerOptions options_;
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
+  int listen_socket_ = -1;  // the listening socket, to widen its backlog after bind
 
   mutable std::mutex mutex_;  // guards the counters below and rng_
   std::map<std::pair<std::string, int>, int64_t> responses_;  // (path, status) -> count

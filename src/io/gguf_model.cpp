@@ -259,6 +259,18 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOption
       }
       t.data = dst;
       bound[spec.name] = &t;
+      if (ggml_block_size(kb.type) > 1 && ggml_block_size(vb.type) > 1 && options.keep_quantized) {
+        // Absorbed decode reads these as mapped (a quarter of F32's bytes for Q8_0): find the
+        // AttentionWeights that owns t (kv_b_proj is its member) and give it the views.
+        AttentionWeights* a = nullptr;
+        for (auto* layers : {&model->weights.layers, &model->weights.mtp})
+          for (LayerWeights& l : *layers)
+            if (&l.attn.kv_b_proj == &t) a = &l.attn;
+        if (a) {
+          a->k_b = Tensor{dtype_of(kb.type), {H * R, N}, const_cast<uint8_t*>(f.data(kb))};
+          a->v_b = Tensor{dtype_of(vb.type), {H * V, R}, const_cast<uint8_t*>(f.data(vb))};
+        }
+      }
       return;
     }
     if (!info) {

@@ -58,6 +58,7 @@ const float* kv_b_rows(const Tensor& kv_b, const std::vector<float>& f32, int64_
                        std::vector<float>& scratch) {
   const int64_t n = kv_b.cols();
   if (!f32.empty()) return f32.data() + row0 * n;
+  if (kv_b.dtype == DType::F32) return kv_b.f32() + row0 * n;  // used in place (see Transformer::Transformer)
   if (scratch.size() < size_t(rows * n)) scratch.resize(size_t(rows * n));
   GgmlType type;
   ggml_type_of(kv_b.dtype, &type);
@@ -137,8 +138,19 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   if (any_absorbed) {
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < heads; ++h) {
-      thread_local std::vector<float> head_rows;  // each worker's own; grows only
-      const float* w_uk = kv_b_rows(w.attn.kv_b_proj, kv_b_f32, h * (nope + vd), nope, head_rows);
+      thread_local std::vector<float> head_rows, k_b_rows;  // each worker's own; grow only
+      const float* w_uk;
+      if (!w.attn.k_b.empty()) {
+        // GGUF split layout kept quantised: k_b holds W_UK^T ([rank, nope] per head). Its rows
+        // dequantised and transposed give the same [nope, rank] floats as kv_b_proj's rows.
+        const float* kt = kv_b_rows(w.attn.k_b, {}, h * rank, rank, k_b_rows);
+        if (head_rows.size() < size_t(nope * rank)) head_rows.resize(size_t(nope * rank));
+        for (int64_t j = 0; j < rank; ++j)
+          for (int64_t i = 0; i < nope; ++i) head_rows[size_t(i * rank + j)] = kt[j * nope + i];
+        w_uk = head_rows.data();
+      } else {
+        w_uk = kv_b_rows(w.attn.kv_b_proj, kv_b_f32, h * (nope + vd), nope, head_rows);
+      }
       // The absorbed rows in blocks of up to 4 (a batch-16 decode step: 4 blocks per head).
       const float* qn[4];
       float* qabs[4];
@@ -207,7 +219,8 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < heads; ++h) {
       thread_local std::vector<float> head_rows;  // each worker's own; grows only
-      const float* w_uv = kv_b_rows(kv_b_proj, kv_b_f32, h * (nope + vd) + nope, vd, head_rows);
+      const float* w_uv = w.attn.v_b.empty() ? kv_b_rows(kv_b_proj, kv_b_f32, h * (nope + vd) + nope, vd, head_rows)
+                                              : kv_b_rows(w.attn.v_b, {}, h * vd, vd, head_rows);
       for (const SeqSpan& s : spans) {
         if (!absorbed(s)) continue;
         for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t)

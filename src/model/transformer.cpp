@@ -31,7 +31,9 @@ Transformer::Transformer(const Model& model, AttentionMode mode)
     // Block-quantised kv_b (GGUF Q8_0 etc.) stays as mapped: attention dequantises a head's
     // rows when it reads them (mla.cpp), so a decode step reads the quantised bytes, not F32.
     GgmlType stored;
-    if (ggml_type_of(t.dtype, &stored) && ggml_block_size(stored) > 1) {
+    // With the GGUF split layout kept quantised, absorption reads k_b/v_b and kv_b_proj is the
+    // loader's own F32 join, used in place by the naive path: no second copy.
+    if ((ggml_type_of(t.dtype, &stored) && ggml_block_size(stored) > 1) || (!l.attn.k_b.empty() && t.dtype == DType::F32)) {
       router_stats_[size_t(s)].expert_tokens.assign(size_t(config_.n_routed_experts), 0);
       continue;
     }

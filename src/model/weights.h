@@ -60,6 +60,11 @@ struct AttentionWeights {
   Tensor kv_a_layernorm;      // [kv_lora_rank]
   Tensor kv_b_proj;           // [heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]
   Tensor o_proj;              // [hidden, heads * v_head_dim]
+  // GGUF split layout (attn_k_b + attn_v_b) in a block-quantised type only: the file's tensors as
+  // mapped, read by the absorbed attention instead of kv_b_proj (which the loader still joins to
+  // F32 for the naive path and export). Not visited by visit_weights: views, never saved.
+  Tensor k_b;  // [heads * kv_lora_rank, qk_nope_head_dim]: each head's W_UK transposed
+  Tensor v_b;  // [heads * v_head_dim, kv_lora_rank]: each head's W_UV
 };
 
 struct MoeWeights {

@@ -13,6 +13,7 @@
 #include "model/transformer.h"
 
 using namespace whale;
+using whale::testing::read_bytes;
 using whale::testing::TempDir;
 
 namespace {
@@ -33,19 +34,24 @@ std::vector<float> hidden_states(const Model& m, AttentionMode mode) {
   return all;
 }
 
+// A random tiny-v3 model exported as a Q8_0 GGUF at path: the config, and the export options.
+ModelConfig write_q8_0(const std::string& path, uint64_t seed, bool split_kv_b, GgufExportOptions* options) {
+  ModelConfig c = load_model_config(std::string(WHALE_SOURCE_DIR) + "/configs/tiny-v3.json");
+  InitOptions init;
+  init.seed = seed;
+  init.std = 0.05;
+  options->type = GgmlType::Q8_0;
+  options->split_kv_b = split_kv_b;
+  export_gguf(*init_model(c, init), path, *options);
+  return c;
+}
+
 }  // namespace
 
 TEST(GgufKvB, QuantisedKvBMatchesItsDequantisedValuesExactly) {
   TempDir dir;
-  ModelConfig c = load_model_config(std::string(WHALE_SOURCE_DIR) + "/configs/tiny-v3.json");
-  InitOptions init;
-  init.seed = 4;
-  init.std = 0.05;
-  auto original = init_model(c, init);
   GgufExportOptions options;
-  options.type = GgmlType::Q8_0;
-  options.split_kv_b = false;  // attn_kv_b: rows of kv_lora_rank values, kept as mapped
-  export_gguf(*original, dir / "q.gguf", options);
+  write_q8_0(dir / "q.gguf", 4, /*split_kv_b=*/false, &options);  // attn_kv_b: rows of kv_lora_rank values, kept as mapped
   auto kept = load_model(dir / "q.gguf");
   const Tensor& kv_b = kept->weights.layers[0].attn.kv_b_proj;
   ASSERT_EQ(kv_b.dtype, dtype_of(GgmlType::Q8_0));
@@ -65,4 +71,39 @@ TEST(GgufKvB, QuantisedKvBMatchesItsDequantisedValuesExactly) {
     ASSERT_EQ(got.size(), want.size());
     EXPECT_EQ(got, want) << "attention mode " << int(mode);
   }
+}
+
+// The split layout (attn_k_b, stored per head transposed, + attn_v_b; what `whale init --gguf`
+// and llama.cpp write) in Q8_0: the loader keeps both as mapped views (AttentionWeights::k_b /
+// v_b) for the absorbed attention. The reference is the same file with those views dropped,
+// so attention reads the loader's F32 join of their dequantised values: bit-identical hidden
+// states in every mode, and exporting the loaded model again gives the file's bytes.
+TEST(GgufKvB, QuantisedSplitKbVbMatchesItsDequantisedJoinExactly) {
+  TempDir dir;
+  GgufExportOptions options;
+  const ModelConfig c = write_q8_0(dir / "s.gguf", 5, /*split_kv_b=*/true, &options);
+  auto kept = load_model(dir / "s.gguf");
+  for (const auto* layers : {&kept->weights.layers, &kept->weights.mtp})
+    for (const LayerWeights& l : *layers) {
+      ASSERT_EQ(l.attn.k_b.dtype, dtype_of(GgmlType::Q8_0));
+      ASSERT_EQ(l.attn.v_b.dtype, dtype_of(GgmlType::Q8_0));
+      ASSERT_EQ(l.attn.k_b.shape, (std::vector<int64_t>{c.num_attention_heads * c.kv_lora_rank, c.qk_nope_head_dim}));
+      ASSERT_EQ(l.attn.v_b.shape, (std::vector<int64_t>{c.num_attention_heads * c.v_head_dim, c.kv_lora_rank}));
+    }
+  auto joined = load_model(dir / "s.gguf");
+  for (auto* layers : {&joined->weights.layers, &joined->weights.mtp})
+    for (LayerWeights& l : *layers) l.attn.k_b = l.attn.v_b = Tensor{};
+  for (AttentionMode mode : {AttentionMode::Auto, AttentionMode::Absorbed, AttentionMode::Naive}) {
+    const auto want = hidden_states(*joined, mode), got = hidden_states(*kept, mode);
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_EQ(got, want) << "attention mode " << int(mode);
+  }
+  // Absorbed attention does read the views: k_b pointed at v_b's bytes (the same size here,
+  // qk_nope == v_head_dim) changes its hidden states.
+  ASSERT_EQ(c.qk_nope_head_dim, c.v_head_dim);
+  auto wrong = load_model(dir / "s.gguf");
+  for (LayerWeights& l : wrong->weights.layers) l.attn.k_b.data = l.attn.v_b.data;
+  EXPECT_NE(hidden_states(*wrong, AttentionMode::Absorbed), hidden_states(*joined, AttentionMode::Absorbed));
+  export_gguf(*kept, dir / "again.gguf", options);
+  EXPECT_TRUE(read_bytes(dir / "s.gguf") == read_bytes(dir / "again.gguf"));
 }

@@ -37,12 +37,50 @@ struct LayerActivations {
 };
 
 // BF16 operands for oneDNN, buffers reused across steps. Each weight is rounded once per step
-// (its forward GEMM and its Dgrad share the copy); activations and gradients once per GEMM call.
+// (its forward GEMM and its Dgrad share the copy). An activation the backward keeps (a
+// LayerActivations member) is rounded once in the forward and its BF16 copy kept, under a key the
+// call site names, for its Wgrad; other activations and gradients are rounded once per GEMM call.
 struct Bf16State {
   GemmBf16 gemm;
   std::unordered_map<const float*, std::vector<uint16_t>> weights;
   std::unordered_set<const float*> fresh;  // weights rounded in this step
   std::vector<uint16_t> x16, dy16;
+  struct Kept {
+    std::vector<uint16_t> data;
+    int64_t n = 0;
+    bool valid = false;  // rounded in this step's forward
+  };
+  std::unordered_map<const void*, Kept> kept;
+  const uint16_t* last_x = nullptr;  // BF16 copy of the last GEMM's x (for same_x)
+
+  // At the start of a step: drop the copies the last step did not make (a key that no longer
+  // exists), mark the others stale.
+  void new_step() {
+    fresh.clear();
+    for (auto it = kept.begin(); it != kept.end();) {
+      if (!it->second.valid) it = kept.erase(it);
+      else it->second.valid = false, ++it;
+    }
+    last_x = nullptr;
+  }
+  // x's BF16 copy for a forward GEMM; with a key, kept for the backward's Wgrad.
+  const uint16_t* input(const float* x, int64_t n, const void* key) {
+    if (!key) return last_x = activation(x, n, x16);
+    Kept& k = kept[key];
+    if (k.data.size() < size_t(n)) k.data.resize(size_t(n));
+    round_to_bf16(x, k.data.data(), n);
+    k.n = n;
+    k.valid = true;
+    return last_x = k.data.data();
+  }
+  // x's BF16 copy for a Wgrad: the forward's if it kept one under key (same x, same size).
+  const uint16_t* wgrad_input(const float* x, int64_t n, const void* key) {
+    if (key) {
+      const auto it = kept.find(key);
+      if (it != kept.end() && it->second.valid && it->second.n == n) return last_x = it->second.data.data();
+    }
+    return last_x = activation(x, n, x16);
+  }
 
   const uint16_t* weight(const Tensor& W) {
     std::vector<uint16_t>& w = weights[W.f32()];
@@ -301,10 +339,14 @@ struct Quantizer {
   }
   // same_x: x is the input of the previous linear (or, in linear_backward, of the previous Wgrad)
   // unchanged, so its BF16 copy is reused instead of rounded again (gate/up, q_a/kv_a).
-  void linear(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate = false, bool same_x = false) {
+  // keep: x stays unchanged until the backward, which passes the same key to linear_backward, so
+  // the BF16 copy made here serves its Wgrad (x itself, or, for a gathered x, a stable address
+  // unique to this GEMM).
+  void linear(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate = false, bool same_x = false,
+              const void* keep = nullptr) {
     if (fast) {
       const int64_t N = W.rows(), K = W.cols();
-      const uint16_t* x16 = same_x ? fast->x16.data() : fast->activation(x, M * K, fast->x16);
+      const uint16_t* x16 = same_x ? fast->last_x : fast->input(x, M * K, keep);
       fast->gemm.gemm(false, true, M, N, K, 1.0f, x16, K, fast->weight(W), K, accumulate ? 1.0f : 0.0f, y, N);
       return;
     }
@@ -314,14 +356,14 @@ struct Quantizer {
   }
   void linear_accumulate(const float* x, int64_t M, const Tensor& W, float* y) { linear(x, M, W, y, true); }
   void linear_backward(const float* x, int64_t M, const Tensor& W, const float* dy, float* dx, bool acc, float* dW,
-                       bool same_x = false) {
+                       bool same_x = false, const void* kept = nullptr) {
     if (fast) {
       if (M == 0) return;
       const int64_t N = W.rows(), K = W.cols();
       const uint16_t* dy16 = fast->activation(dy, M * N, fast->dy16);
       if (dx) fast->gemm.gemm(false, false, M, K, N, 1.0f, dy16, N, fast->weight(W), K, acc ? 1.0f : 0.0f, dx, K);
       if (dW) {
-        const uint16_t* x16 = same_x ? fast->x16.data() : fast->activation(x, M * K, fast->x16);
+        const uint16_t* x16 = same_x ? fast->last_x : fast->wgrad_input(x, M * K, kept);
         fast->gemm.gemm(true, false, N, K, M, 1.0f, dy16, N, x16, K, 1.0f, dW, K);
       }
       return;
@@ -392,10 +434,10 @@ void mlp_forward(Quantizer& q, const MlpWeights& w, const float* xn, int64_t N, 
   resize(g, N * I);
   resize(u, N * I);
   resize(act, N * I);
-  q.linear(xn, N, w.gate_proj, g.data());
+  q.linear(xn, N, w.gate_proj, g.data(), false, false, xn);  // xn, act: kept for the backward
   q.linear(xn, N, w.up_proj, u.data(), false, true);
   silu_mul(g.data(), u.data(), act.data(), N * I);
-  q.linear_accumulate(act.data(), N, w.down_proj, x);
+  q.linear(act.data(), N, w.down_proj, x, true, false, act.data());
 }
 
 // dy: gradient of the MLP output; dxn accumulates the gradient of its input.
@@ -404,9 +446,9 @@ void mlp_backward(Quantizer& q, TrainScratch& ws, const MlpWeights& w, MlpWeight
                   const float* dy, float* dxn) {
   const int64_t I = w.gate_proj.rows();
   std::vector<float>&dact = zeros(ws.dact, N * I), &dg = zeros(ws.dg, N * I), &du = zeros(ws.du, N * I);
-  q.linear_backward(act.data(), N, w.down_proj, dy, dact.data(), false, gw->down_proj.f32());
+  q.linear_backward(act.data(), N, w.down_proj, dy, dact.data(), false, gw->down_proj.f32(), false, act.data());
   silu_mul_backward(g.data(), u.data(), dact.data(), dg.data(), du.data(), N * I);
-  q.linear_backward(xn, N, w.gate_proj, dg.data(), dxn, true, gw->gate_proj.f32());
+  q.linear_backward(xn, N, w.gate_proj, dg.data(), dxn, true, gw->gate_proj.f32(), false, xn);
   q.linear_backward(xn, N, w.up_proj, du.data(), dxn, true, gw->up_proj.f32(), true);
 }
 
@@ -418,14 +460,14 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
   const float eps = float(c.rms_norm_eps);
   resize(a.q, N * heads * qhd);
   std::vector<float>& kva = zeros(ctx.ws->kva, N * (rank + rope));
-  ctx.q->linear(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, kva.data());
+  ctx.q->linear(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, kva.data(), false, false, a.xn1.data());
   if (c.q_lora_rank > 0) {  // after kv_a: both read xn1 (one BF16 copy)
     resize(a.qa, N * c.q_lora_rank);
     resize(a.qan, N * c.q_lora_rank);
     resize(a.rqa, N);
     ctx.q->linear(a.xn1.data(), N, w.attn.q_a_proj, a.qa.data(), false, true);
     rmsnorm_save(a.qa.data(), w.attn.q_a_layernorm.f32(), a.qan.data(), a.rqa.data(), N, c.q_lora_rank, eps);
-    ctx.q->linear(a.qan.data(), N, w.attn.q_b_proj, a.q.data());
+    ctx.q->linear(a.qan.data(), N, w.attn.q_b_proj, a.q.data(), false, false, a.qan.data());
   } else {
     ctx.q->linear(a.xn1.data(), N, w.attn.q_proj, a.q.data(), false, true);
   }
@@ -442,7 +484,7 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
   }
   rmsnorm_save(a.kvc.data(), w.attn.kv_a_layernorm.f32(), a.latent.data(), a.rkv.data(), N, rank, eps);
   resize(a.kv, N * heads * (nope + vd));
-  ctx.q->linear(a.latent.data(), N, w.attn.kv_b_proj, a.kv.data());
+  ctx.q->linear(a.latent.data(), N, w.attn.kv_b_proj, a.kv.data(), false, false, a.latent.data());
   resize(a.probs, B * heads * T * T);
   resize(a.attn, N * heads * vd);
   const float scale = float(c.softmax_scale());
@@ -516,7 +558,8 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
   // kv = latent kv_b^T ; latent = rmsnorm(kvc)
   std::vector<float>&dlatent = zeros(ws.dlatent, N * rank), &dkva = zeros(ws.dkva, N * (rank + rope)),
   &dkvc = zeros(ws.dkvc, N * rank);
-  ctx.q->linear_backward(a.latent.data(), N, w.attn.kv_b_proj, dkv.data(), dlatent.data(), false, gw.attn.kv_b_proj.f32());
+  ctx.q->linear_backward(a.latent.data(), N, w.attn.kv_b_proj, dkv.data(), dlatent.data(), false, gw.attn.kv_b_proj.f32(), false,
+                         a.latent.data());
   rmsnorm_backward(a.kvc.data(), w.attn.kv_a_layernorm.f32(), a.rkv.data(), dlatent.data(), dkvc.data(),
                    gw.attn.kv_a_layernorm.f32(), N, rank, false);
   for (int64_t r = 0; r < N; ++r) {
@@ -525,14 +568,17 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
   }
   if (c.q_lora_rank > 0) {
     std::vector<float>&dqan = zeros(ws.dqan, N * c.q_lora_rank), &dqa = zeros(ws.dqa, N * c.q_lora_rank);
-    ctx.q->linear_backward(a.qan.data(), N, w.attn.q_b_proj, dq.data(), dqan.data(), false, gw.attn.q_b_proj.f32());
+    ctx.q->linear_backward(a.qan.data(), N, w.attn.q_b_proj, dq.data(), dqan.data(), false, gw.attn.q_b_proj.f32(),
+                           false, a.qan.data());
     rmsnorm_backward(a.qa.data(), w.attn.q_a_layernorm.f32(), a.rqa.data(), dqan.data(), dqa.data(),
                      gw.attn.q_a_layernorm.f32(), N, c.q_lora_rank, false);
-    ctx.q->linear_backward(a.xn1.data(), N, w.attn.q_a_proj, dqa.data(), dxn1, true, gw.attn.q_a_proj.f32());
+    ctx.q->linear_backward(a.xn1.data(), N, w.attn.q_a_proj, dqa.data(), dxn1, true, gw.attn.q_a_proj.f32(), false,
+                           a.xn1.data());
   } else {
-    ctx.q->linear_backward(a.xn1.data(), N, w.attn.q_proj, dq.data(), dxn1, true, gw.attn.q_proj.f32());
+    ctx.q->linear_backward(a.xn1.data(), N, w.attn.q_proj, dq.data(), dxn1, true, gw.attn.q_proj.f32(), false,
+                           a.xn1.data());
   }
-  // last, so its Wgrad reuses the BF16 copy of xn1 that q_a's (or q_proj's) just made
+  // last: its Wgrad reuses the forward's BF16 copy of xn1 that q_a's (or q_proj's) just used
   ctx.q->linear_backward(a.xn1.data(), N, w.attn.kv_a_proj_with_mqa, dkva.data(), dxn1, true,
                          gw.attn.kv_a_proj_with_mqa.f32(), true);
 }
@@ -579,10 +625,11 @@ void moe_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivation
       std::memcpy(xe.data() + j * H, a.xn2.data() + row * H, size_t(H) * 4);
     }
     const MlpWeights& ex = w.moe.experts[size_t(e)];
-    ctx.q->linear(xe.data(), n, ex.gate_proj, a.eg.data() + lo * I);
+    const void* xe_key = a.eg.data() + lo * I;  // xe is gathered again in the backward: a stable key
+    ctx.q->linear(xe.data(), n, ex.gate_proj, a.eg.data() + lo * I, false, false, xe_key);
     ctx.q->linear(xe.data(), n, ex.up_proj, a.eu.data() + lo * I, false, true);
     silu_mul(a.eg.data() + lo * I, a.eu.data() + lo * I, a.eact.data() + lo * I, n * I);
-    ctx.q->linear(a.eact.data() + lo * I, n, ex.down_proj, a.eout.data() + lo * H);
+    ctx.q->linear(a.eact.data() + lo * I, n, ex.down_proj, a.eout.data() + lo * H, false, false, a.eact.data() + lo * I);
     for (int64_t j = 0; j < n; ++j) {
       const int64_t asg = a.order[size_t(lo + j)];
       axpy(a.gate_w[size_t(asg)], a.eout.data() + (lo + j) * H, x + (asg / K) * H, H);
@@ -649,9 +696,11 @@ void moe_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& 
     }
     const MlpWeights& ex = w.moe.experts[size_t(e)];
     MlpWeights& gx = gw.moe.experts[size_t(e)];
-    ctx.q->linear_backward(a.eact.data() + lo * I, n, ex.down_proj, dye.data(), dact.data(), false, gx.down_proj.f32());
+    ctx.q->linear_backward(a.eact.data() + lo * I, n, ex.down_proj, dye.data(), dact.data(), false, gx.down_proj.f32(),
+                           false, a.eact.data() + lo * I);
     silu_mul_backward(a.eg.data() + lo * I, a.eu.data() + lo * I, dact.data(), dg.data(), du.data(), n * I);
-    ctx.q->linear_backward(xe.data(), n, ex.gate_proj, dg.data(), dxe.data(), false, gx.gate_proj.f32());
+    ctx.q->linear_backward(xe.data(), n, ex.gate_proj, dg.data(), dxe.data(), false, gx.gate_proj.f32(), false,
+                           a.eg.data() + lo * I);
     ctx.q->linear_backward(xe.data(), n, ex.up_proj, du.data(), dxe.data(), true, gx.up_proj.f32(), true);
     for (int64_t j = 0; j < n; ++j) {
       const int64_t row = a.order[size_t(lo + j)] / K;
@@ -706,7 +755,7 @@ void layer_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivati
   resize(a.r1, N);
   rmsnorm_save(x, w.input_layernorm.f32(), a.xn1.data(), a.r1.data(), N, H, eps);
   attention_forward(ctx, w, a);
-  ctx.q->linear_accumulate(a.attn.data(), N, w.attn.o_proj, x);
+  ctx.q->linear(a.attn.data(), N, w.attn.o_proj, x, true, false, a.attn.data());
   a.x_mid.assign(x, x + N * H);
   resize(a.xn2, N * H);
   resize(a.r2, N);
@@ -732,7 +781,8 @@ void layer_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights
   rmsnorm_backward(a.x_mid.data(), w.post_attention_layernorm.f32(), a.r2.data(), dxn.data(), dx,
                    gw.post_attention_layernorm.f32(), N, H, true);
   std::vector<float>& dattn = zeros(ctx.ws->dattn, N * c.num_attention_heads * c.v_head_dim);
-  ctx.q->linear_backward(a.attn.data(), N, w.attn.o_proj, dx, dattn.data(), false, gw.attn.o_proj.f32());
+  ctx.q->linear_backward(a.attn.data(), N, w.attn.o_proj, dx, dattn.data(), false, gw.attn.o_proj.f32(), false,
+                         a.attn.data());
   std::fill(dxn.begin(), dxn.end(), 0.0f);
   attention_backward(ctx, w, gw, a, dattn.data(), dxn.data());
   rmsnorm_backward(a.x_in.data(), w.input_layernorm.f32(), a.r1.data(), dxn.data(), dx, gw.input_layernorm.f32(), N,
@@ -760,7 +810,7 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   quant.precision = precision_;
   if (precision_ == TrainPrecision::BF16 && !simulate_bf16_) {
     if (!bf16_) bf16_ = std::make_unique<Bf16State>();
-    bf16_->fresh.clear();  // the optimizer moved the weights since the last step
+    bf16_->new_step();  // the optimizer moved the weights since the last step
     if (bf16_->gemm.native()) quant.fast = bf16_.get();
   }
   if (!scratch_) scratch_ = std::make_unique<TrainScratch>();

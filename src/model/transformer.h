@@ -84,7 +84,7 @@ class Transformer {
   AttentionMode mode_;
   Rope rope_;
   float softmax_scale_;
-  std::vector<std::vector<float>> kv_b_f32_;  // per layer slot: kv_b_proj as F32; empty when block-quantised
+  std::vector<std::vector<float>> kv_b_f32_;  // per layer slot: kv_b_proj as F32; empty when block-quantised or read through the split k_b/v_b views
   std::vector<std::vector<float>> buffers_;   // reused scratch; grows only
   std::vector<float> q_scratch_, kv_scratch_;
   std::vector<RouterStats> router_stats_;     // per layer slot

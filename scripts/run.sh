@@ -7,7 +7,7 @@
 #   4. plot the curves, and sample text from the checkpoint,
 #   5. reasoning RL at a small budget: SFT on worked <think> traces of 2-digit addition, then
 #      GRPO; held-out accuracy before and after RL (bench/rl_pipeline.sh is the longer version).
-# About 12 minutes on 2 cores. WHALE_OUT sets the output folder (default: out),
+# About 16 minutes on 2 cores, build included. WHALE_OUT sets the output folder (default: out),
 # WHALE_STEPS the number of training steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build whale
 OUT=${WHALE_OUT:-out}
-STEPS=${WHALE_STEPS:-500}
+STEPS=${WHALE_STEPS:-800}
 W=./build/whale
 mkdir -p "$OUT"
 $W tokenizer train --vocab-size 4096 --out "$OUT/tokenizer/tokenizer.json" data/corpus/*.txt

@@ -71,17 +71,20 @@ void group(const float* q, const float* C, int64_t visible, int64_t rank, int64_
 void latent_attention(const LatentSpan* spans, int64_t n_spans, int64_t heads, int64_t rank, int64_t width,
                       float scale) {
   const int64_t groups = (heads + kGroup - 1) / kGroup;
-  int64_t items = 0, longest = 0;
+  int64_t items = 0, longest = 0, room = 0;
   for (int64_t i = 0; i < n_spans; ++i) {
     items += spans[i].rows * groups;
     longest = std::max(longest, spans[i].pos0 + spans[i].rows);
+    room = std::max(room, std::max(spans[i].capacity, spans[i].pos0 + spans[i].rows));
   }
   if (items == 0) return;
   // Item -> (span, token, group) by a walk over the spans: a few dozen spans at most.
 #pragma omp parallel for schedule(dynamic, 1) if (items > 1)
   for (int64_t it = 0; it < items; ++it) {
-    thread_local std::vector<float> scores;  // each worker's own; grows only
-    if (scores.size() < size_t(kGroup * longest)) scores.resize(size_t(kGroup * longest));
+    // Each worker's own; grows only, to the caches' capacity at once, so a decode loop whose
+    // sequences lengthen step by step allocates nothing after its first step.
+    thread_local std::vector<float> scores;
+    if (scores.size() < size_t(kGroup * room)) scores.resize(size_t(kGroup * room));
     int64_t rest = it, si = 0;
     while (rest >= spans[si].rows * groups) rest -= spans[si++].rows * groups;
     const LatentSpan& sp = spans[si];

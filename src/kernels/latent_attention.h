@@ -20,6 +20,7 @@ struct LatentSpan {
   int64_t rows = 0;    // tokens in the span
   int64_t pos0 = 0;    // cache position of the span's first token
   float* ctx;          // [rows * heads, rank] output
+  int64_t capacity = 0;  // rows the cache can hold: sizes the score scratch once, not per length
 };
 
 void latent_attention(const LatentSpan* spans, int64_t n_spans, int64_t heads, int64_t rank, int64_t width,

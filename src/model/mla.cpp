@@ -187,7 +187,7 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
       continue;
     }
     latent_spans.push_back({qcat.data() + s.row_begin * heads * width, s.cache->row(layer, 0), s.rows, s.pos0,
-                            ctx.data() + s.row_begin * heads * rank});
+                            ctx.data() + s.row_begin * heads * rank, s.cache->capacity()});
   }
   latent_attention(latent_spans.data(), int64_t(latent_spans.size()), heads, rank, width, softmax_scale_);
   // With BF16 weights on a rounding BF16 path, out = W_UV ctx runs through the BF16 kernel on

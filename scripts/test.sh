@@ -26,7 +26,19 @@ if [[ "${WHALE_SKIP_SANITIZE:-0}" != 1 ]]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
     -DWHALE_SANITIZE=ON -DWHALE_BENCH=OFF -DWHALE_TEST_CLI="$PWD/build/whale" >/dev/null
   ninja -C build-asan -j "$JOBS" whale_tests
-  OMP_WAIT_POLICY=passive ASAN_OPTIONS=detect_leaks=0 ./build-asan/whale_tests --gtest_brief=1
+  # Most tests run on one thread, so the suite runs as $JOBS GoogleTest shards side by side.
+  pids=()
+  for ((i = 0; i < JOBS; i++)); do
+    OMP_WAIT_POLICY=passive ASAN_OPTIONS=detect_leaks=0 GTEST_TOTAL_SHARDS=$JOBS GTEST_SHARD_INDEX=$i \
+      ./build-asan/whale_tests --gtest_brief=1 >"build-asan/shard-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  failed=0
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then failed=1; fi
+    cat "build-asan/shard-$i.log"
+  done
+  if ((failed)); then echo "sanitizer suite failed (logs above)"; exit 1; fi
 fi
 
 FUZZ_SECONDS=${WHALE_FUZZ_SECONDS:-10}

@@ -376,8 +376,7 @@ GrpoResult grpo(const GrpoOptions& o, const Task& task, Progress* progress) {
         if (!std::isfinite(st.loss))
           throw Error("training", "GRPO loss became " + std::to_string(st.loss) + " at step " +
                                       std::to_string(step + 1) + "; lower --lr");
-        const double gnorm = adamw.clip_grad_norm(o.grad_clip);
-        adamw.step(lr);
+        const double gnorm = adamw.clip_and_step(o.grad_clip, lr);
         if (u == 0) {
           m.grad_norm = gnorm;
           m.loss = st.loss;

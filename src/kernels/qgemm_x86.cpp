@@ -1,20 +1,28 @@
 // Q8_0 weights x Q8_0 activations as a register-blocked matrix-matrix product with AVX-512
-// VNNI (declared in kernels/qmatmul_simd.h). vpdpbusd multiplies unsigned by signed bytes, so
-// the activations are stored offset by +128 (0..255) and each lane's accumulator starts at
-// -128 * (sum of its four weight bytes), which one more vpdpbusd per weight register gives:
-// the sign trick of the matrix-vector kernels (abs, mask, negate per weight and activation
-// pair) is gone, and every weight register is reused across C activation rows and every
-// activation register across R weight rows. Each output is the same chain of operations
-// whatever the tile it falls in (per 64-value pair of blocks: integer dot, convert, times
-// w_scale * x_scale, added into 16 float lanes; one fixed reduction at the end), so a row's
-// result does not depend on M, R or C: prefill, verify and decode rows agree bit for bit.
+// VNNI (declared in kernels/qmatmul_simd.h). Each output is the scalar definition's chain
+// (dot_q8_0_scalar, ggml's vec_dot_q8_0_q8_0): per block b in order, the exact integer dot
+// s_b of the 32 weight and activation quants, then acc = fma(float(s_b), d_w * d_x, acc). The
+// chain does not depend on M or on the tile an output falls in, so a row's result is the same
+// in a decode, verify or prefill batch (bit for bit), and it equals a scalar loop with fmaf.
+//
+// Layout: 16 weight rows are one tile; a block of the tile is transposed into 8 registers
+// (register k, lane n = quant bytes 4k..4k+3 of row n, plus 128 so that vpdpbusd can take them
+// as its unsigned operand) and each activation row's 4-byte group k is broadcast as the signed
+// operand: 8 vpdpbusd give the 16 rows' block dots of one activation row at once, with no
+// horizontal reduction, and the float work (convert, scale product, fma) is one instruction each
+// per 16 outputs and block. The +128 is removed by starting each dot at -128 * sum(x quants),
+// stored with the packed activations. Few activation rows (decode, a prefill's routed expert):
+// the tile is transposed block by block in registers; more than 16: once per tile into a panel
+// in L1/L2 that every group of 16 activation rows then reads.
 #include <immintrin.h>
 
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
+#include <vector>
 
 #include "core/dtype.h"
 #include "kernels/qmatmul_simd.h"
@@ -25,151 +33,212 @@ namespace whale::simd {
 
 namespace {
 
-// The two blocks i and i + 1 of a weight row as one register (the second zero past the row's
-// end: masked loads never touch memory outside the mask).
-WHALE_VNNI inline __m512i weight_pair(const block_q8_0* w, int64_t i, int64_t nb) {
-  const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i].qs));
-  const __m256i hi = i + 1 < nb ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i + 1].qs)) : _mm256_setzero_si256();
-  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+constexpr int kTile = 16;  // weight rows per tile: one per float lane
+
+// Offsets inside one packed activation row of nb blocks.
+inline const int8_t* x_quants(const uint8_t* row) { return reinterpret_cast<const int8_t*>(row); }
+inline const float* x_scales(const uint8_t* row, int64_t nb) {
+  return reinterpret_cast<const float*>(row + size_t(nb) * QK8_0);
+}
+inline const int32_t* x_corrections(const uint8_t* row, int64_t nb) {
+  return reinterpret_cast<const int32_t*>(row + size_t(nb) * (QK8_0 + 4));
 }
 
-WHALE_VNNI inline __m512 weight_scales(const block_q8_0* w, int64_t i, int64_t nb) {
-  const float s0 = _cvtsh_ss(w[i].d), s1 = i + 1 < nb ? _cvtsh_ss(w[i + 1].d) : 0.0f;
-  return _mm512_castpd_ps(
-      _mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(s0)), _mm256_castps_pd(_mm256_set1_ps(s1)), 1));
-}
-
-// R weight rows x C activation rows over all block pairs.
-template <int R, int C>
-WHALE_VNNI void tile(int64_t nb, const uint8_t* W, size_t w_stride, const uint8_t* X, size_t x_stride, float* y,
-                     int64_t ldy, bool accumulate) {
-  __m512 acc[R][C];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+// Block b of the tile's rows (rows < 16: the missing ones read as zero) transposed: t[k] lane n
+// = quant bytes 4k..4k+3 of row n, each plus 128. An 8x8 transpose of 32-bit groups in each
+// 256-bit half (rows 0-7 in the low half, 8-15 in the high one).
+WHALE_VNNI inline void transpose_block(const uint8_t* W, size_t w_stride, int64_t rows, int64_t b, __m512i t[8]) {
+  const uint8_t* base = W + size_t(b) * sizeof(block_q8_0) + offsetof(block_q8_0, qs);
+  auto row = [&](int n) {
+    return n < rows ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + size_t(n) * w_stride))
+                    : _mm256_setzero_si256();
+  };
+  __m512i a[8];
+  for (int j = 0; j < 8; ++j) a[j] = _mm512_inserti64x4(_mm512_castsi256_si512(row(j)), row(j + 8), 1);
+  const __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
+  const __m512i t4 = _mm512_unpacklo_epi32(a[4], a[5]), t5 = _mm512_unpackhi_epi32(a[4], a[5]);
+  const __m512i t6 = _mm512_unpacklo_epi32(a[6], a[7]), t7 = _mm512_unpackhi_epi32(a[6], a[7]);
+  const __m512i s0 = _mm512_unpacklo_epi64(t0, t2), s1 = _mm512_unpackhi_epi64(t0, t2);
+  const __m512i s2 = _mm512_unpacklo_epi64(t1, t3), s3 = _mm512_unpackhi_epi64(t1, t3);
+  const __m512i s4 = _mm512_unpacklo_epi64(t4, t6), s5 = _mm512_unpackhi_epi64(t4, t6);
+  const __m512i s6 = _mm512_unpacklo_epi64(t5, t7), s7 = _mm512_unpackhi_epi64(t5, t7);
+  const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
   const __m512i offset = _mm512_set1_epi8(char(0x80));
-  const int64_t pairs = (nb + 1) / 2;
-  for (int64_t p = 0; p < pairs; ++p) {
-    __m512i w[R], neg[R];
-    __m512 ws[R];
+  t[0] = _mm512_xor_si512(_mm512_permutex2var_epi64(s0, lo, s4), offset);
+  t[1] = _mm512_xor_si512(_mm512_permutex2var_epi64(s1, lo, s5), offset);
+  t[2] = _mm512_xor_si512(_mm512_permutex2var_epi64(s2, lo, s6), offset);
+  t[3] = _mm512_xor_si512(_mm512_permutex2var_epi64(s3, lo, s7), offset);
+  t[4] = _mm512_xor_si512(_mm512_permutex2var_epi64(s0, hi, s4), offset);
+  t[5] = _mm512_xor_si512(_mm512_permutex2var_epi64(s1, hi, s5), offset);
+  t[6] = _mm512_xor_si512(_mm512_permutex2var_epi64(s2, hi, s6), offset);
+  t[7] = _mm512_xor_si512(_mm512_permutex2var_epi64(s3, hi, s7), offset);
+}
+
+// The fp16 scales of block b of the tile's rows as 16 floats (0 for missing rows): one masked
+// gather of the 4 bytes at each block's start (the scale, then two quants).
+WHALE_VNNI inline __m512 weight_scales(const uint8_t* W, size_t w_stride, int64_t rows, int64_t b) {
+  const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(int32_t(w_stride)));
+  const __mmask16 valid = rows >= kTile ? __mmask16(0xffff) : __mmask16((1u << rows) - 1);
+  const __m512i words = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, index,
+                                                    W + size_t(b) * sizeof(block_q8_0), 1);
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
+}
+
+// One block of the tile against C activation rows: acc[c] lane n = the chain for (row c, row n).
+template <int C>
+WHALE_VNNI inline void block_step(const __m512i t[8], __m512 ws, int64_t b, int64_t nb, const uint8_t* X,
+                                  size_t x_stride, __m512 acc[C]) {
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) {
+    const uint8_t* xr = X + size_t(c) * x_stride;
+    const int32_t* q = reinterpret_cast<const int32_t*>(x_quants(xr) + b * QK8_0);
+    __m512i dot = _mm512_set1_epi32(x_corrections(xr, nb)[b]);
+    if constexpr (C >= 6) {  // enough independent rows to hide vpdpbusd's latency
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const block_q8_0* wr = reinterpret_cast<const block_q8_0*>(W + size_t(r) * w_stride);
-      w[r] = weight_pair(wr, 2 * p, nb);
-      ws[r] = weight_scales(wr, 2 * p, nb);
-      neg[r] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, w[r]));
-    }
-#pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) {
-      const uint8_t* xp = X + size_t(c) * x_stride + size_t(p) * kQ8PairBytes;
-      const __m512i xu = _mm512_load_si512(xp);
-      const __m512 xs = _mm512_load_ps(reinterpret_cast<const float*>(xp + 64));
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m512i dot = _mm512_dpbusd_epi32(neg[r], xu, w[r]);
-        acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(ws[r], xs), acc[r][c]);
+      for (int k = 0; k < 8; ++k) dot = _mm512_dpbusd_epi32(dot, t[k], _mm512_set1_epi32(q[k]));
+    } else {  // two chains per row (integer sums: the same value)
+      __m512i other = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int k = 0; k < 8; k += 2) {
+        dot = _mm512_dpbusd_epi32(dot, t[k], _mm512_set1_epi32(q[k]));
+        other = _mm512_dpbusd_epi32(other, t[k + 1], _mm512_set1_epi32(q[k + 1]));
       }
+      dot = _mm512_add_epi32(dot, other);
     }
-  }
-#pragma GCC unroll 8
-  for (int c = 0; c < C; ++c)
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const float v = _mm512_reduce_add_ps(acc[r][c]);
-      float& out = y[c * ldy + r];
-      out = accumulate ? out + v : v;
-    }
-}
-
-using TileFn = void (*)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, int64_t, bool);
-
-template <int R>
-constexpr TileFn tile_for(int c) {
-  switch (c) {
-    case 1: return tile<R, 1>;
-    case 2: return tile<R, 2>;
-    case 3: return tile<R, 3>;
-    case 4: return tile<R, 4>;
-    case 5: return tile<R, 5>;
-    case 6: return tile<R, 6>;
-    case 7: return tile<R, 7>;
-    default: return tile<R, 8>;
+    const __m512 scale = _mm512_mul_ps(ws, _mm512_set1_ps(x_scales(xr, nb)[b]));
+    acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[c]);
   }
 }
+
+template <int C>
+WHALE_VNNI inline void store(const __m512 acc[C], int64_t rows, float* y, int64_t ldy, bool accumulate) {
+  const __mmask16 valid = rows >= kTile ? __mmask16(0xffff) : __mmask16((1u << rows) - 1);
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) {
+    float* out = y + c * ldy;
+    __m512 v = acc[c];
+    if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(valid, out), v);
+    _mm512_mask_storeu_ps(out, valid, v);
+  }
+}
+
+// Up to 16 weight rows x C activation rows, transposing each block in registers.
+template <int C>
+WHALE_VNNI void tile_direct(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X,
+                            size_t x_stride, float* y, int64_t ldy, bool accumulate) {
+  __m512 acc[C];
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i t[8];
+    transpose_block(W, w_stride, rows, b, t);
+    block_step<C>(t, weight_scales(W, w_stride, rows, b), b, nb, X, x_stride, acc);
+  }
+  store<C>(acc, rows, y, ldy, accumulate);
+}
+
+// The same from a panel: per block, the 8 transposed registers and then the 16 scales.
+constexpr size_t kPanelBlockBytes = 9 * 64;
+
+WHALE_VNNI void fill_panel(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, uint8_t* panel) {
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i t[8];
+    transpose_block(W, w_stride, rows, b, t);
+    uint8_t* p = panel + size_t(b) * kPanelBlockBytes;
+    for (int k = 0; k < 8; ++k) _mm512_store_si512(p + 64 * k, t[k]);
+    _mm512_store_ps(p + 512, weight_scales(W, w_stride, rows, b));
+  }
+}
+
+template <int C>
+WHALE_VNNI void tile_panel(int64_t nb, const uint8_t* panel, int64_t rows, const uint8_t* X, size_t x_stride, float* y,
+                           int64_t ldy, bool accumulate) {
+  __m512 acc[C];
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* p = panel + size_t(b) * kPanelBlockBytes;
+    __m512i t[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) t[k] = _mm512_load_si512(p + 64 * k);
+    block_step<C>(t, _mm512_load_ps(p + 512), b, nb, X, x_stride, acc);
+  }
+  store<C>(acc, rows, y, ldy, accumulate);
+}
+
+using DirectFn = void (*)(int64_t, const uint8_t*, size_t, int64_t, const uint8_t*, size_t, float*, int64_t, bool);
+using PanelFn = void (*)(int64_t, const uint8_t*, int64_t, const uint8_t*, size_t, float*, int64_t, bool);
+
+template <int... C>
+constexpr DirectFn direct_table[] = {tile_direct<C>...};
+template <int... C>
+constexpr PanelFn panel_table[] = {tile_panel<C>...};
+
+constexpr const DirectFn* kDirect = direct_table<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
+constexpr const PanelFn* kPanel = panel_table<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
 
 }  // namespace
 
-WHALE_VNNI void pack_q8_0_pairs(const block_q8_0* x, int64_t nb, uint8_t* out) {
-  const __m256i offset = _mm256_set1_epi8(char(0x80));
-  for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
-    uint8_t* o = out + size_t(p) * kQ8PairBytes;
-    float* s = reinterpret_cast<float*>(o + 64);
-    for (int64_t h = 0; h < 2; ++h) {
-      const int64_t i = 2 * p + h;
-      // Past the row's end: value 0 (stored 128) with scale 0.
-      const __m256i q = i < nb ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)) : _mm256_setzero_si256();
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32 * h), _mm256_xor_si256(q, offset));
-      const float d = i < nb ? _cvtsh_ss(x[i].d) : 0.0f;
-      for (int l = 0; l < 8; ++l) s[8 * h + l] = d;
-    }
+void pack_q8_0(const block_q8_0* x, int64_t nb, uint8_t* out) {
+  float* scales = reinterpret_cast<float*>(out + size_t(nb) * QK8_0);
+  int32_t* corrections = reinterpret_cast<int32_t*>(out + size_t(nb) * (QK8_0 + 4));
+  for (int64_t i = 0; i < nb; ++i) {
+    std::memcpy(out + size_t(i) * QK8_0, x[i].qs, QK8_0);
+    int32_t sum = 0;
+    for (int j = 0; j < QK8_0; ++j) sum += x[i].qs[j];
+    scales[i] = f16_to_f32(x[i].d);
+    corrections[i] = -128 * sum;
   }
 }
 
 WHALE_VNNI void quantize_pack_q8_0(const float* x, int64_t nb, uint8_t* out) {
   const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
-  const __m128i offset = _mm_set1_epi8(char(0x80));
-  for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
-    uint8_t* o = out + size_t(p) * kQ8PairBytes;
-    float* s = reinterpret_cast<float*>(o + 64);
-    for (int64_t h = 0; h < 2; ++h) {
-      const int64_t i = 2 * p + h;
-      if (i >= nb) {  // past the row's end: value 0 (stored 128) with scale 0
-        std::memset(o + 32 * h, 0x80, 32);
-        for (int l = 0; l < 8; ++l) s[8 * h + l] = 0.0f;
-        continue;
-      }
-      const __m512 v[2] = {_mm512_loadu_ps(x + 32 * i), _mm512_loadu_ps(x + 32 * i + 16)};
-      // quantize_row_q8_0's arithmetic: amax / 127 rounded to fp16, q = roundf(x * (1 / d)).
-      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
-      const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-      for (int k = 0; k < 2; ++k) {
-        // roundf (half away from zero), exactly: trunc, then one step away from zero when the
-        // (exact) remainder is at least one half.
-        const __m512 m = _mm512_mul_ps(v[k], _mm512_set1_ps(id));
-        const __m512 t = _mm512_roundscale_ps(m, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-        const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(m, t)), half, _CMP_GE_OQ);
-        const __m512 step = _mm512_or_ps(one, _mm512_and_ps(m, _mm512_set1_ps(-0.0f)));  // +-1 with m's sign
-        const __m512 r = _mm512_mask_add_ps(t, up, t, step);
-        const __m128i q = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(r));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 32 * h + 16 * k), _mm_xor_si128(q, offset));
-      }
-      const float scale = _cvtsh_ss(f32_to_f16(d));
-      for (int l = 0; l < 8; ++l) s[8 * h + l] = scale;
+  float* scales = reinterpret_cast<float*>(out + size_t(nb) * QK8_0);
+  int32_t* corrections = reinterpret_cast<int32_t*>(out + size_t(nb) * (QK8_0 + 4));
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m512 v[2] = {_mm512_loadu_ps(x + 32 * i), _mm512_loadu_ps(x + 32 * i + 16)};
+    // quantize_row_q8_0's arithmetic: amax / 127 rounded to fp16, q = roundf(x * (1 / d)).
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m512i sum = _mm512_setzero_si512();
+    for (int k = 0; k < 2; ++k) {
+      // roundf (half away from zero), exactly: trunc, then one step away from zero when the
+      // (exact) remainder is at least one half.
+      const __m512 m = _mm512_mul_ps(v[k], _mm512_set1_ps(id));
+      const __m512 t = _mm512_roundscale_ps(m, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(m, t)), half, _CMP_GE_OQ);
+      const __m512 step = _mm512_or_ps(one, _mm512_and_ps(m, _mm512_set1_ps(-0.0f)));  // +-1 with m's sign
+      const __m512i q = _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, step));
+      sum = _mm512_add_epi32(sum, q);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + size_t(i) * QK8_0 + 16 * k), _mm512_cvtepi32_epi8(q));
     }
+    scales[i] = _cvtsh_ss(f32_to_f16(d));
+    corrections[i] = -128 * _mm512_reduce_add_epi32(sum);
   }
 }
 
 WHALE_VNNI void gemm_q8_0_vnni(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X,
                                size_t x_stride, int64_t M, float* y, int64_t ldy, bool accumulate) {
-  // Few activation rows (decode, verify): four weight rows per tile for independent chains;
-  // more: two weight rows against up to eight activation rows (R * C accumulators + R weight,
-  // R correction and R scale registers fit the 32 zmm registers).
-  if (M <= 2) {
-    int64_t n = 0;
-    const TileFn t4 = M == 1 ? tile<4, 1> : tile<4, 2>, t1 = M == 1 ? tile<1, 1> : tile<1, 2>;
-    for (; n + 4 <= rows; n += 4) t4(nb, W + size_t(n) * w_stride, w_stride, X, x_stride, y + n, ldy, accumulate);
-    for (; n < rows; ++n) t1(nb, W + size_t(n) * w_stride, w_stride, X, x_stride, y + n, ldy, accumulate);
+  if (M <= 0 || rows <= 0) return;
+  if (M <= kTile) {
+    const DirectFn f = kDirect[M - 1];
+    for (int64_t n = 0; n < rows; n += kTile)
+      f(nb, W + size_t(n) * w_stride, w_stride, std::min<int64_t>(kTile, rows - n), X, x_stride, y + n, ldy, accumulate);
     return;
   }
-  for (int64_t m = 0; m < M; m += 8) {
-    const int c = int(std::min<int64_t>(8, M - m));
-    const TileFn t2 = tile_for<2>(c), t1 = tile_for<1>(c);
-    const uint8_t* xm = X + size_t(m) * x_stride;
-    float* ym = y + m * ldy;
-    int64_t n = 0;
-    for (; n + 2 <= rows; n += 2) t2(nb, W + size_t(n) * w_stride, w_stride, xm, x_stride, ym + n, ldy, accumulate);
-    for (; n < rows; ++n) t1(nb, W + size_t(n) * w_stride, w_stride, xm, x_stride, ym + n, ldy, accumulate);
+  // Per thread, grown only: the transposed tile (nb * 576 bytes: 36 KB at K = 2048).
+  thread_local std::vector<uint8_t> panel_scratch;
+  if (panel_scratch.size() < size_t(nb) * kPanelBlockBytes + 64) panel_scratch.resize(size_t(nb) * kPanelBlockBytes + 64);
+  uint8_t* panel = panel_scratch.data() + (64 - reinterpret_cast<uintptr_t>(panel_scratch.data()) % 64) % 64;
+  for (int64_t n = 0; n < rows; n += kTile) {
+    const int64_t r = std::min<int64_t>(kTile, rows - n);
+    fill_panel(nb, W + size_t(n) * w_stride, w_stride, r, panel);
+    for (int64_t m = 0; m < M; m += kTile) {
+      const int64_t c = std::min<int64_t>(kTile, M - m);
+      kPanel[c - 1](nb, panel, r, X + size_t(m) * x_stride, x_stride, y + m * ldy + n, ldy, accumulate);
+    }
   }
 }
 

@@ -23,13 +23,13 @@ float dot_q6_K_avx2(int64_t nb, const block_q6_K* w, const block_q8_K* x);
 float dot_q6_K_vnni(int64_t nb, const block_q6_K* w, const block_q8_K* x);
 
 // Q8_0 x Q8_0 matrix-matrix product on AVX-512 VNNI (qgemm_x86.cpp). Activations are packed
-// per row as pairs of blocks, kQ8PairBytes each: 64 bytes of quants + 128 (unsigned), then 16
-// float scales (lanes 0-7 the first block's, 8-15 the second's); an odd last block is paired
-// with a zero block of scale 0. Packed rows must start 64-byte aligned.
+// per row of nb blocks as nb * 32 signed quants, then nb float scales, then nb int32
+// corrections (-128 * the block's quant sum); packed rows must start 64-byte aligned. Each
+// output is dot_q8_0_scalar's chain with fmaf (per block: exact integer dot, then
+// acc = fma(dot, d_w * d_x, acc)), whatever M.
 // y[m * ldy + n] (+)= W row n · X row m for n < rows, m < M; W rows w_stride bytes apart.
-constexpr size_t kQ8PairBytes = 128;
-inline size_t q8_0_packed_row_bytes(int64_t nb) { return size_t((nb + 1) / 2) * kQ8PairBytes; }
-void pack_q8_0_pairs(const block_q8_0* x, int64_t nb, uint8_t* out);
+inline size_t q8_0_packed_row_bytes(int64_t nb) { return size_t(nb) * (QK8_0 + 8); }
+void pack_q8_0(const block_q8_0* x, int64_t nb, uint8_t* out);
 // Quantises nb blocks of floats as quantize_row_q8_0 does (same bits) straight into that layout.
 void quantize_pack_q8_0(const float* x, int64_t nb, uint8_t* out);
 void gemm_q8_0_vnni(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X, size_t x_stride,

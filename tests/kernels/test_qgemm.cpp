@@ -1,11 +1,13 @@
 // The register-blocked Q8_0 x Q8_0 matrix-matrix kernel (kernels/qgemm_x86.cpp, the VNNI
 // path of qmatmul and qmatvec_batch) against a scalar reference built from the format alone:
 // per block, the exact integer dot of the weight and activation quants times both fp16 scales,
-// summed in double. Tolerance: the kernel's only rounding is one float multiply-add per pair of
-// blocks plus a 16-lane reduction, so |error| <= ~(pairs + 16) * 2^-24 * sum|w x| per output;
-// we allow 1e-5 * sum_blocks |d_w d_x (w·x)| + 1e-6 (K up to 2080 here: ~33 pairs).
-// Shapes are odd on purpose: an odd number of blocks (the last paired with a zero block), row
-// counts that leave 1-3 rows after the 4- and 2-row tiles, M that leaves 1-7 after 8.
+// summed in double. Tolerance: the kernel rounds once per block (the scale product and one
+// fused multiply-add), so |error| <= ~2 * blocks * 2^-24 * sum|w x| per output; we allow
+// 1e-5 * sum_blocks |d_w d_x (w·x)| + 1e-6 (K up to 2080 here: 65 blocks).
+// Shapes are odd on purpose: an odd number of blocks, row
+// counts that leave tails after a 16-row tile, M on both sides of 16.
+// Bit for bit, each output is dot_q8_0_scalar's chain with fmaf (a second, scalar
+// implementation below), for every M, row count and tile tail.
 // And row invariance: a row's output is bit-identical whatever M it is computed in (decode,
 // verify and prefill agree), and qmatvec_batch's work split weighted by M gives the same bits
 // as qmatmul for every thread count.
@@ -51,7 +53,41 @@ void reference(const block_q8_0* w, const block_q8_0* x, int64_t nb, double* val
   }
 }
 
+// The kernel's defined arithmetic, written plainly: per block in order, the exact integer dot,
+// then acc = fmaf(dot, d_w * d_x, acc).
+float fma_chain(const block_q8_0* w, const block_q8_0* x, int64_t nb) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t s = 0;
+    for (int j = 0; j < QK8_0; ++j) s += int32_t(w[b].qs[j]) * int32_t(x[b].qs[j]);
+    acc = std::fmaf(float(s), f16_to_f32(w[b].d) * f16_to_f32(x[b].d), acc);
+  }
+  return acc;
+}
+
 }  // namespace
+
+TEST(QuantGemm, Q8_0IsTheScalarFmaChainBitForBit) {
+  if (!cpu_supports(KernelPath::Avx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  // Rows around the 16-row tile (tails of 1, 15 and 1 again), M on both sides of the 16-row
+  // register limit (17 and 40 take the panel path, 40 with a tail of 8), K with 1 and 70 blocks.
+  for (int64_t nb : {1, 5, 70}) {
+    const int64_t K = nb * QK8_0;
+    for (int64_t N : {1, 15, 16, 17, 33}) {
+      for (int64_t M : {1, 2, 5, 6, 16, 17, 40}) {
+        const auto wq = quantize_q8_0(random_values(N * K, 500 + uint64_t(nb * 13 + N)), N, K);
+        const auto xf = random_values(M * K, 600 + uint64_t(nb * 5 + M));
+        const auto xq = quantize_q8_0(xf, M, K);
+        std::vector<float> y(size_t(M * N), -1.0f);
+        qmatmul(GgmlType::Q8_0, wq.data(), N, K, xf.data(), M, y.data(), false, KernelPath::Avx512Vnni);
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n)
+            ASSERT_EQ(y[size_t(m * N + n)], fma_chain(wq.data() + n * nb, xq.data() + m * nb, nb))
+                << "nb " << nb << " N " << N << " M " << M << " m " << m << " n " << n;
+      }
+    }
+  }
+}
 
 TEST(QuantGemm, Q8_0MatchesExactBlockReferenceForOddShapes) {
   if (!cpu_supports(KernelPath::Avx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
@@ -154,8 +190,9 @@ TEST(QuantGemm, FastActivationQuantisationIsBitExact) {
   for (int64_t j = 0; j < QK8_0; ++j) x[size_t(6 * QK8_0 + j)] *= 1e4f;
   std::vector<block_q8_0> blocks(static_cast<size_t>(nb));
   quantize_row_q8_0(x.data(), blocks.data(), K);
-  alignas(64) uint8_t want[4 * simd::kQ8PairBytes], got[4 * simd::kQ8PairBytes];
-  simd::pack_q8_0_pairs(blocks.data(), nb, want);
+  alignas(64) uint8_t want[nb * (QK8_0 + 8)], got[nb * (QK8_0 + 8)];
+  ASSERT_EQ(sizeof want, simd::q8_0_packed_row_bytes(nb));
+  simd::pack_q8_0(blocks.data(), nb, want);
   simd::quantize_pack_q8_0(x.data(), nb, got);
   for (size_t i = 0; i < sizeof want; ++i) ASSERT_EQ(got[i], want[i]) << "byte " << i;
 }

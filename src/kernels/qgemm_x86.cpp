@@ -13,13 +13,20 @@
 // per 16 outputs and block. The +128 is removed by starting each dot at -128 * sum(x quants),
 // stored with the packed activations. Few activation rows (decode, a prefill's routed expert):
 // the tile is transposed block by block in registers; more than 16: once per tile into a panel
-// in L1/L2 that every group of 16 activation rows then reads.
+// in L1/L2 that every group of 16 activation rows then reads. From 8 activation rows, on a CPU
+// with AMX-INT8, the block dots come from tile products instead (same integers, same float
+// steps: the same bits).
 #include <immintrin.h>
 
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstddef>
 #include <cstring>
 #include <vector>
@@ -34,6 +41,14 @@ namespace whale::simd {
 namespace {
 
 constexpr int kTile = 16;  // weight rows per tile: one per float lane
+// Activation rows from which the AMX tiles (when usable) beat the VNNI registers: measured on
+// one Sapphire Rapids core with the weights in cache, AMX runs at ~13.5 GB/s of weights for any
+// M <= 16 (bound by its per-block loads and stores), VNNI at ~22 GB/s at M = 1 falling to ~11
+// at M = 8. WHALE_QGEMM_AMX_MIN overrides it (for such measurements; same bits either way).
+const int64_t kAmxMinRows = [] {
+  const char* env = std::getenv("WHALE_QGEMM_AMX_MIN");
+  return env ? std::max<int64_t>(1, std::atoll(env)) : 8;
+}();
 
 // Offsets inside one packed activation row of nb blocks.
 inline const int8_t* x_quants(const uint8_t* row) { return reinterpret_cast<const int8_t*>(row); }
@@ -44,13 +59,12 @@ inline const int32_t* x_corrections(const uint8_t* row, int64_t nb) {
   return reinterpret_cast<const int32_t*>(row + size_t(nb) * (QK8_0 + 4));
 }
 
-// Block b of the tile's rows (rows < 16: the missing ones read as zero) transposed: t[k] lane n
-// = quant bytes 4k..4k+3 of row n, each plus 128. An 8x8 transpose of 32-bit groups in each
+// 16 rows of 32 bytes (rows base + n * stride; rows < 16: the missing ones read as zero)
+// transposed: t[k] lane n = bytes 4k..4k+3 of row n. An 8x8 transpose of 32-bit groups in each
 // 256-bit half (rows 0-7 in the low half, 8-15 in the high one).
-WHALE_VNNI inline void transpose_block(const uint8_t* W, size_t w_stride, int64_t rows, int64_t b, __m512i t[8]) {
-  const uint8_t* base = W + size_t(b) * sizeof(block_q8_0) + offsetof(block_q8_0, qs);
+WHALE_VNNI inline void transpose16x8(const uint8_t* base, size_t stride, int64_t rows, __m512i t[8]) {
   auto row = [&](int n) {
-    return n < rows ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + size_t(n) * w_stride))
+    return n < rows ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + size_t(n) * stride))
                     : _mm256_setzero_si256();
   };
   __m512i a[8];
@@ -64,15 +78,21 @@ WHALE_VNNI inline void transpose_block(const uint8_t* W, size_t w_stride, int64_
   const __m512i s4 = _mm512_unpacklo_epi64(t4, t6), s5 = _mm512_unpackhi_epi64(t4, t6);
   const __m512i s6 = _mm512_unpacklo_epi64(t5, t7), s7 = _mm512_unpackhi_epi64(t5, t7);
   const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+  t[0] = _mm512_permutex2var_epi64(s0, lo, s4);
+  t[1] = _mm512_permutex2var_epi64(s1, lo, s5);
+  t[2] = _mm512_permutex2var_epi64(s2, lo, s6);
+  t[3] = _mm512_permutex2var_epi64(s3, lo, s7);
+  t[4] = _mm512_permutex2var_epi64(s0, hi, s4);
+  t[5] = _mm512_permutex2var_epi64(s1, hi, s5);
+  t[6] = _mm512_permutex2var_epi64(s2, hi, s6);
+  t[7] = _mm512_permutex2var_epi64(s3, hi, s7);
+}
+
+// Block b of the tile's weight rows transposed, each byte plus 128 (vpdpbusd's unsigned operand).
+WHALE_VNNI inline void transpose_block(const uint8_t* W, size_t w_stride, int64_t rows, int64_t b, __m512i t[8]) {
+  transpose16x8(W + size_t(b) * sizeof(block_q8_0) + offsetof(block_q8_0, qs), w_stride, rows, t);
   const __m512i offset = _mm512_set1_epi8(char(0x80));
-  t[0] = _mm512_xor_si512(_mm512_permutex2var_epi64(s0, lo, s4), offset);
-  t[1] = _mm512_xor_si512(_mm512_permutex2var_epi64(s1, lo, s5), offset);
-  t[2] = _mm512_xor_si512(_mm512_permutex2var_epi64(s2, lo, s6), offset);
-  t[3] = _mm512_xor_si512(_mm512_permutex2var_epi64(s3, lo, s7), offset);
-  t[4] = _mm512_xor_si512(_mm512_permutex2var_epi64(s0, hi, s4), offset);
-  t[5] = _mm512_xor_si512(_mm512_permutex2var_epi64(s1, hi, s5), offset);
-  t[6] = _mm512_xor_si512(_mm512_permutex2var_epi64(s2, hi, s6), offset);
-  t[7] = _mm512_xor_si512(_mm512_permutex2var_epi64(s3, hi, s7), offset);
+  for (int k = 0; k < 8; ++k) t[k] = _mm512_xor_si512(t[k], offset);
 }
 
 // The fp16 scales of block b of the tile's rows as 16 floats (0 for missing rows): one masked
@@ -179,6 +199,154 @@ constexpr PanelFn panel_table[] = {tile_panel<C>...};
 constexpr const DirectFn* kDirect = direct_table<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
 constexpr const PanelFn* kPanel = panel_table<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
 
+
+// ---- AMX-INT8 (Sapphire Rapids and later): the same chain, the integer dots from tiles ----
+// Per block b, one tdpbssd of A = 16 weight rows' 32 quants (read in place from the mapped
+// weights: tile rows may be any stride apart) by B = 16 activation rows' quants in the VNNI
+// layout (B row k, column c = bytes 4k..4k+3 of activation row c, packed once per call) gives
+// the 16 x 16 exact block dots C[n][c]; the float steps are then the vector ones above with the
+// lanes over activation rows: acc[n] = fma(float(C[n]), d_w[n] * d_x, acc[n]).
+
+#define WHALE_AMX \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
+
+// Whether the CPU has AMX-INT8 and Linux lets this process use the tile data (arch_prctl
+// ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, once per process). WHALE_QGEMM_AMX=0 turns the
+// tiles off (A/B comparisons; results are the same bits either way).
+bool amx_usable() {
+  static const bool usable = [] {
+    const char* env = std::getenv("WHALE_QGEMM_AMX");
+    if (env && std::strcmp(env, "0") == 0) return false;
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!((d >> 24) & 1) || !((d >> 25) & 1)) return false;  // AMX-TILE, AMX-INT8
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return usable;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles 0 and 3: C (16 x 16 int32); 1 and 4: A (16 rows x 32 bytes); 2 and 5: B (8 x 64 bytes).
+// Two sets, so one block's products run while the previous block's dots are scaled.
+WHALE_AMX void configure_tiles() {
+  TileConfig config;
+  for (int set = 0; set < 2; ++set) {
+    config.rows[3 * set] = 16, config.colsb[3 * set] = 64;
+    config.rows[3 * set + 1] = 16, config.colsb[3 * set + 1] = 32;
+    config.rows[3 * set + 2] = 8, config.colsb[3 * set + 2] = 64;
+  }
+  _tile_loadconfig(&config);
+}
+
+constexpr size_t kPackedBBytes = 9 * 64;  // per (16 activation rows, block): B, then 16 scales
+
+// Activation rows [m0, m0 + 16) (cm of them) of every block in the VNNI layout, each block's
+// 16 activation scales after it (0 past cm).
+WHALE_VNNI void pack_activations(int64_t nb, const uint8_t* X, size_t x_stride, int64_t cm, uint8_t* out) {
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* o = out + size_t(b) * kPackedBBytes;
+    __m512i t[8];
+    transpose16x8(X + size_t(b) * QK8_0, x_stride, cm, t);
+    for (int k = 0; k < 8; ++k) _mm512_store_si512(o + 64 * k, t[k]);
+    float* xs = reinterpret_cast<float*>(o + 512);
+    for (int c = 0; c < kTile; ++c) xs[c] = c < cm ? x_scales(X + size_t(c) * x_stride, nb)[b] : 0.0f;
+  }
+}
+
+// One block's scaling: acc[n] (lanes c) += C[n][c] * (d_w[n] * d_x[c]).
+WHALE_AMX inline void scale_block(const int32_t* dots, const float* ws, const float* xs, __m512 acc[kTile]) {
+  const __m512 xv = _mm512_load_ps(xs);
+#pragma GCC unroll 16
+  for (int n = 0; n < kTile; ++n) {
+    const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(ws[n]), xv);
+    acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots + kTile * n)), scale, acc[n]);
+  }
+}
+
+// 16 weight rows (A rows a_stride apart, quants at a + b * 34 + 2) x the packed activations of
+// one group of 16 rows, over all blocks; acc[n] lane c = the output for (activation c, row n).
+WHALE_AMX void tile_amx(int64_t nb, const uint8_t* a, size_t a_stride, const uint8_t* packed, __m512 acc[kTile]) {
+  alignas(64) int32_t dots[2][kTile * kTile];
+  alignas(64) float ws[2][kTile];
+  for (int n = 0; n < kTile; ++n) acc[n] = _mm512_setzero_ps();
+  const uint8_t* quants = a + offsetof(block_q8_0, qs);
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    const uint8_t* p0 = packed + size_t(b) * kPackedBBytes;
+    const uint8_t* p1 = p0 + kPackedBBytes;
+    _tile_zero(0);
+    _tile_loadd(1, quants + size_t(b) * sizeof(block_q8_0), a_stride);
+    _tile_loadd(2, p0, 64);
+    _tile_dpbssd(0, 1, 2);
+    _tile_zero(3);
+    _tile_loadd(4, quants + size_t(b + 1) * sizeof(block_q8_0), a_stride);
+    _tile_loadd(5, p1, 64);
+    _tile_dpbssd(3, 4, 5);
+    _mm512_store_ps(ws[0], weight_scales(a, a_stride, kTile, b));
+    _mm512_store_ps(ws[1], weight_scales(a, a_stride, kTile, b + 1));
+    _tile_stored(0, dots[0], 64);
+    _tile_stored(3, dots[1], 64);
+    scale_block(dots[0], ws[0], reinterpret_cast<const float*>(p0 + 512), acc);
+    scale_block(dots[1], ws[1], reinterpret_cast<const float*>(p1 + 512), acc);
+  }
+  if (b < nb) {
+    const uint8_t* p0 = packed + size_t(b) * kPackedBBytes;
+    _tile_zero(0);
+    _tile_loadd(1, quants + size_t(b) * sizeof(block_q8_0), a_stride);
+    _tile_loadd(2, p0, 64);
+    _tile_dpbssd(0, 1, 2);
+    _mm512_store_ps(ws[0], weight_scales(a, a_stride, kTile, b));
+    _tile_stored(0, dots[0], 64);
+    scale_block(dots[0], ws[0], reinterpret_cast<const float*>(p0 + 512), acc);
+  }
+}
+
+WHALE_AMX void gemm_amx(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X, size_t x_stride,
+                        int64_t M, float* y, int64_t ldy, bool accumulate) {
+  // Per thread, grown only: the packed activations, and a zero-padded copy of a last tile of
+  // fewer than 16 weight rows (the tile loads read 16).
+  thread_local std::vector<uint8_t> packed_scratch, tail_scratch;
+  const int64_t groups = (M + kTile - 1) / kTile;
+  const size_t group_bytes = size_t(nb) * kPackedBBytes;
+  if (packed_scratch.size() < size_t(groups) * group_bytes + 64) packed_scratch.resize(size_t(groups) * group_bytes + 64);
+  uint8_t* packed = packed_scratch.data() + (64 - reinterpret_cast<uintptr_t>(packed_scratch.data()) % 64) % 64;
+  for (int64_t g = 0; g < groups; ++g)
+    pack_activations(nb, X + size_t(g * kTile) * x_stride, x_stride, std::min<int64_t>(kTile, M - g * kTile),
+                     packed + size_t(g) * group_bytes);
+  configure_tiles();
+  for (int64_t n0 = 0; n0 < rows; n0 += kTile) {
+    const int64_t r = std::min<int64_t>(kTile, rows - n0);
+    const uint8_t* a = W + size_t(n0) * w_stride;
+    if (r < kTile) {
+      const size_t row_bytes = size_t(nb) * sizeof(block_q8_0);
+      if (tail_scratch.size() < kTile * row_bytes) tail_scratch.resize(kTile * row_bytes);
+      std::memset(tail_scratch.data(), 0, kTile * row_bytes);
+      for (int64_t n = 0; n < r; ++n) std::memcpy(tail_scratch.data() + size_t(n) * row_bytes, a + size_t(n) * w_stride, row_bytes);
+      a = tail_scratch.data();
+    }
+    const size_t a_stride = r < kTile ? size_t(nb) * sizeof(block_q8_0) : w_stride;
+    for (int64_t g = 0; g < groups; ++g) {
+      __m512 acc[kTile];
+      tile_amx(nb, a, a_stride, packed + size_t(g) * group_bytes, acc);
+      alignas(64) float out[kTile][kTile];
+      for (int n = 0; n < kTile; ++n) _mm512_store_ps(out[n], acc[n]);
+      const int64_t cm = std::min<int64_t>(kTile, M - g * kTile);
+      for (int64_t c = 0; c < cm; ++c) {
+        float* yr = y + (g * kTile + c) * ldy + n0;
+        for (int64_t n = 0; n < r; ++n) yr[n] = accumulate ? yr[n] + out[n][c] : out[n][c];
+      }
+    }
+  }
+  _tile_release();
+}
+
 }  // namespace
 
 void pack_q8_0(const block_q8_0* x, int64_t nb, uint8_t* out) {
@@ -222,6 +390,7 @@ WHALE_VNNI void quantize_pack_q8_0(const float* x, int64_t nb, uint8_t* out) {
 WHALE_VNNI void gemm_q8_0_vnni(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X,
                                size_t x_stride, int64_t M, float* y, int64_t ldy, bool accumulate) {
   if (M <= 0 || rows <= 0) return;
+  if (M >= kAmxMinRows && amx_usable()) return gemm_amx(nb, W, w_stride, rows, X, x_stride, M, y, ldy, accumulate);
   if (M <= kTile) {
     const DirectFn f = kDirect[M - 1];
     for (int64_t n = 0; n < rows; n += kTile)

@@ -7,6 +7,9 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <time.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <vector>
@@ -90,6 +93,42 @@ static double prefill_seconds(Generator& gen, const std::vector<int32_t>& prompt
   return stats.prefill_seconds;
 }
 
+static double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Wall and process-CPU seconds per decode step of one greedy generation (the prompt's prefill
+// and first token excluded): the CPU figure is what a loaded machine distorts least.
+static void decode_step_seconds(Generator& gen, const std::vector<int32_t>& prompt, int64_t tokens, double* wall,
+                                double* cpu) {
+  GenerateOptions o;
+  o.max_tokens = tokens;
+  o.stop_at_eos = false;
+  int64_t seen = 0;
+  Clock::time_point w0;
+  double c0 = 0, c1 = 0;
+  Clock::time_point w1;
+  gen.generate({prompt}, o, [&](int64_t, int32_t) {
+    if (++seen == 1) {
+      w0 = Clock::now();
+      c0 = cpu_seconds();
+    }
+    w1 = Clock::now();
+    c1 = cpu_seconds();
+    return true;
+  });
+  const double steps = double(std::max<int64_t>(seen - 1, 1));
+  *wall = std::chrono::duration<double>(w1 - w0).count() / steps;
+  *cpu = (c1 - c0) / steps;
+}
+
+static double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
 int main(int argc, char** argv) {
   whale::reexec_with_openblas_coretype(argv);  // OpenBLAS's SkylakeX kernels on AVX-512 (cpu_features.h)
   CLI::App app{"whale inference benchmark"};
@@ -109,6 +148,13 @@ int main(int argc, char** argv) {
   app.add_flag("--no-fused-moe", no_fused_moe, "Run quantised MoE experts one projection at a time (A/B of the fused path)");
   std::string quantize;
   app.add_option("--quantize", quantize, "Requantise the projections at load (q8_0, q4_0, q4_k, q6_k)");
+  std::string absorb;
+  app.add_option("--absorb", absorb, "Absorbed MLA products on a quantised split k_b/v_b: int8 or f32 "
+                                     "(default: WHALE_ABSORB, else f32)")
+      ->check(CLI::IsMember({"int8", "f32"}));
+  int64_t ab_rounds = 0;
+  app.add_option("--ab-absorb", ab_rounds, "Then alternate f32 and int8 absorption this many rounds of --decode "
+                                           "steps each in this process; print median wall and CPU ms per step");
   CLI11_PARSE(app, argc, argv);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // one line at a time when piped to a log
   try {
@@ -121,6 +167,8 @@ int main(int argc, char** argv) {
                 double(c.parameter_count()) / 1e6, double(c.active_parameter_count()) / 1e6, load_s);
     Generator gen(*model);
     if (no_fused_moe) gen.transformer().set_fused_moe(false);
+    if (!absorb.empty()) gen.transformer().set_quantised_absorption(absorb == "int8");
+    std::printf("absorption on a quantised split k_b/v_b: %s\n", gen.transformer().quantised_absorption() ? "int8" : "f32");
     if (!quantize.empty()) {
       auto tq = Clock::now();
       const size_t qbytes = gen.transformer().quantize_weights(qmatmul_type_from_name(quantize, "--quantize"));
@@ -179,6 +227,30 @@ int main(int argc, char** argv) {
       std::printf("speculative: one verify pass costs %.2fx a plain decode step; at 85%% / 90%% acceptance "
                   "(DeepSeek-V3's report) that is %.2fx / %.2fx plain decode\n",
                   pass_s / step_s, 1.85 * step_s / pass_s, 1.90 * step_s / pass_s);
+    }
+    if (ab_rounds > 0) {
+      // Same binary, same process, interleaved: the fairest A/B on a shared machine.
+      Generator f32(*model), int8(*model);
+      f32.transformer().set_quantised_absorption(false);
+      int8.transformer().set_quantised_absorption(true);
+      for (Generator* g : {&f32, &int8}) {
+        if (no_fused_moe) g->transformer().set_fused_moe(false);
+        if (!quantize.empty()) g->transformer().quantize_weights(qmatmul_type_from_name(quantize, "--quantize"));
+      }
+      std::vector<double> wall[2], cpu[2];
+      for (int64_t r = 0; r < ab_rounds; ++r)
+        for (int k = 0; k < 2; ++k) {
+          double w = 0, cs = 0;
+          decode_step_seconds(k == 0 ? f32 : int8, p, decode, &w, &cs);
+          wall[k].push_back(w);
+          cpu[k].push_back(cs);
+          std::printf("ab round %lld %s: %.1f ms wall, %.1f ms CPU per step\n", (long long)r, k == 0 ? "f32 " : "int8",
+                      1e3 * w, 1e3 * cs);
+        }
+      std::printf("ab absorption (median of %lld rounds of %lld steps): f32 %.1f ms wall / %.1f ms CPU, int8 %.1f ms "
+                  "wall / %.1f ms CPU per step; int8/f32 CPU %.3f\n",
+                  (long long)ab_rounds, (long long)decode, 1e3 * median(wall[0]), 1e3 * median(cpu[0]),
+                  1e3 * median(wall[1]), 1e3 * median(cpu[1]), median(cpu[1]) / median(cpu[0]));
     }
     std::printf("kv cache: %lld bytes/token (latent %lld + rope %lld floats x %lld layers)\n",
                 (long long)KVCache::bytes_per_token(c), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,

@@ -247,6 +247,18 @@ void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, in
   }
 }
 
+void qmatmul_rows(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t ldx, int64_t M, float* y,
+                  int64_t ldy, bool accumulate, KernelPath path) {
+  qmatmul_activation_type(t);
+  check_blocks(K, ggml_block_size(t), "qmatmul_rows");
+  if (M <= 0 || N <= 0) return;
+  const size_t x_row = (activation_row_bytes(t, K, path) + 63) / 64 * 64;
+  thread_local std::vector<uint8_t> xq;  // per worker; grows only
+  uint8_t* xq_data = aligned_scratch(xq, size_t(M) * x_row);
+  for (int64_t m = 0; m < M; ++m) quantize_activation(t, x + m * ldx, K, path, xq_data + size_t(m) * x_row);
+  product_rows(t, static_cast<const uint8_t*>(W), K, 0, N, xq_data, x_row, M, y, ldy, accumulate, path);
+}
+
 void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
   // Per calling thread, grown only: job j's quantised activation at xq[x_at[j]]; its weight
   // rows weigh M each in the work split, job j's first at cost_at[j].

@@ -38,6 +38,14 @@ inline void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float
   qmatmul(t, W, N, K, x, M, y, accumulate, kernel_path());
 }
 
+// y[m * ldy + n] (+)= x[m * ldx, K] · W row n for n < N, m < M, on the calling thread only (no
+// OpenMP: for callers already inside a parallel region, e.g. one attention head per worker).
+// x's rows may be strided (a head's slice of each token's row). Activations are quantised as
+// qmatmul does into a per-thread buffer that only grows, and each output is the same chain of
+// operations as qmatmul's, so the two agree bit for bit and a row's result does not depend on M.
+void qmatmul_rows(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t ldx, int64_t M, float* y,
+                  int64_t ldy, bool accumulate, KernelPath path);
+
 // One product of a qmatvec_batch: y[M, N] (+)= x[M, K] W[N, K]^T, W as in qmatmul; M is small
 // (the tokens routed to one expert in a decode or verify step).
 struct QMatvec {

@@ -9,6 +9,7 @@
 #include "kernels/latent_attention.h"
 #include "kernels/linear_bf16.h"
 #include "kernels/ops.h"
+#include "kernels/qmatmul.h"
 #include "model/transformer.h"
 
 namespace whale {
@@ -135,7 +136,30 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   std::vector<float>& ctx = buffer(kAbsorbedContext, size_t(T * heads * rank));
   bool any_absorbed = false;
   for (const SeqSpan& s : spans) any_absorbed = any_absorbed || absorbed(s);
-  if (any_absorbed) {
+  // Quantised absorption (set_quantised_absorption): k_b head h is [rank rows, nope values],
+  // so (W_UK^T q_nope)_j = k_b row j · q_nope, a [rank x nope] quantised matvec per head; v_b
+  // head h is [vd rows, rank values], so W_UV ctx is a [vd x rank] one. No dequantised copy.
+  GgmlType kb_type = GgmlType::F32, vb_type = GgmlType::F32;
+  const bool int8_uk = quantised_absorption_ && !w.attn.k_b.empty() && ggml_type_of(w.attn.k_b.dtype, &kb_type) &&
+                       qmatmul_supported(kb_type) && nope % ggml_block_size(kb_type) == 0;
+  const bool int8_uv = quantised_absorption_ && !w.attn.v_b.empty() && ggml_type_of(w.attn.v_b.dtype, &vb_type) &&
+                       qmatmul_supported(vb_type) && rank % ggml_block_size(vb_type) == 0;
+  const KernelPath path = kernel_path();
+  if (any_absorbed && int8_uk) {
+    const size_t head_bytes = size_t(rank) * ggml_row_size(kb_type, nope);
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < heads; ++h) {
+      const uint8_t* k_b_head = static_cast<const uint8_t*>(w.attn.k_b.data) + size_t(h) * head_bytes;
+      for (const SeqSpan& s : spans) {
+        if (!absorbed(s)) continue;
+        const int64_t t0 = s.row_begin;
+        qmatmul_rows(kb_type, k_b_head, rank, nope, q + (t0 * heads + h) * qhd, heads * qhd, s.rows,
+                     qcat.data() + (t0 * heads + h) * width, heads * width, false, path);
+        for (int64_t t = t0; t < t0 + s.rows; ++t)
+          std::copy_n(q + (t * heads + h) * qhd + nope, rope, qcat.data() + (t * heads + h) * width + rank);
+      }
+    }
+  } else if (any_absorbed) {
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < heads; ++h) {
       thread_local std::vector<float> head_rows, k_b_rows;  // each worker's own; grow only
@@ -217,6 +241,18 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
         if (absorbed(s))
           for (int64_t t = s.row_begin; t < s.row_begin + s.rows; ++t, ++i)
             std::copy_n(result.data() + i * vd, vd, out + (t * heads + h) * vd);
+    }
+  } else if (any_absorbed && int8_uv) {
+    const size_t head_bytes = size_t(vd) * ggml_row_size(vb_type, rank);
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < heads; ++h) {
+      const uint8_t* v_b_head = static_cast<const uint8_t*>(w.attn.v_b.data) + size_t(h) * head_bytes;
+      for (const SeqSpan& s : spans) {
+        if (!absorbed(s)) continue;
+        const int64_t t0 = s.row_begin;
+        qmatmul_rows(vb_type, v_b_head, vd, rank, ctx.data() + (t0 * heads + h) * rank, heads * rank, s.rows,
+                     out + (t0 * heads + h) * vd, heads * vd, false, path);
+      }
     }
   } else if (any_absorbed) {
 #pragma omp parallel for schedule(static)

@@ -1,7 +1,9 @@
 #include "model/transformer.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "core/error.h"
 #include "kernels/ops.h"
@@ -42,6 +44,11 @@ Transformer::Transformer(const Model& model, AttentionMode mode)
     router_stats_[size_t(s)].expert_tokens.assign(size_t(config_.n_routed_experts), 0);
   }
   buffers_.resize(kNumSlots + 16);
+  if (const char* env = std::getenv("WHALE_ABSORB"); env && *env) {
+    const std::string v = env;
+    if (v != "int8" && v != "f32") throw Error("WHALE_ABSORB", "is '" + v + "'; expected int8 or f32");
+    quantised_absorption_ = v == "int8";
+  }
 }
 
 size_t Transformer::quantize_weights(GgmlType type) {

@@ -59,6 +59,14 @@ class Transformer {
   // Batches of any size run a MoE layer's quantised experts in two parallel regions
   // (moe.cpp); off, they take the per-expert loop, which gives the same bits (tests compare).
   void set_fused_moe(bool on) { fused_moe_ = on; }
+  // Absorbed decode with a GGUF's block-quantised split k_b/v_b (mla.cpp): on, q_nope · W_UK and
+  // W_UV · ctx run as quantised matrix-vector products straight on k_b's and v_b's blocks (q_nope
+  // and ctx quantised to 8 bits per block like any activation); off, their rows are dequantised
+  // to F32 per step (bit-identical to the loader's F32 join). On changes the sums' order and adds
+  // the activations' rounding, within the Q8_0 tolerance (tests/model/test_int8_absorption.cpp).
+  // The default comes from WHALE_ABSORB (int8 or f32; f32 when unset).
+  void set_quantised_absorption(bool on) { quantised_absorption_ = on; }
+  bool quantised_absorption() const { return quantised_absorption_; }
   // Bytes a forward reads for W: its quantised copy when there is one, else as stored.
   double weight_bytes(const Tensor& W) const;
 
@@ -89,6 +97,7 @@ class Transformer {
   std::vector<float> q_scratch_, kv_scratch_;
   std::vector<RouterStats> router_stats_;     // per layer slot
   bool fused_moe_ = true;
+  bool quantised_absorption_ = false;
   // MoE scratch (grown only): chosen experts [T, k], assignments grouped by expert.
   std::vector<int32_t> moe_chosen_;
   std::vector<int64_t> moe_offsets_, moe_fill_, moe_rows_;

@@ -95,6 +95,19 @@ WHALE_VNNI inline void transpose_block(const uint8_t* W, size_t w_stride, int64_
   for (int k = 0; k < 8; ++k) t[k] = _mm512_xor_si512(t[k], offset);
 }
 
+// Software prefetch of block b of the tile's rows (about a pair of blocks per cache line):
+// without it the 16 row streams leave the loads waiting on memory.
+const int64_t kAhead = [] {
+  const char* env = std::getenv("WHALE_QGEMM_AHEAD");
+  return env ? std::atoll(env) : 8;
+}();
+
+inline void prefetch_rows(const uint8_t* W, size_t w_stride, int64_t rows, int64_t b) {
+  const int64_t n_end = std::min<int64_t>(rows, kTile);
+  for (int64_t n = 0; n < n_end; ++n)
+    _mm_prefetch(reinterpret_cast<const char*>(W + size_t(n) * w_stride + size_t(b) * sizeof(block_q8_0)), _MM_HINT_T0);
+}
+
 // The fp16 scales of block b of the tile's rows as 16 floats (0 for missing rows): one masked
 // gather of the 4 bytes at each block's start (the scale, then two quants).
 WHALE_VNNI inline __m512 weight_scales(const uint8_t* W, size_t w_stride, int64_t rows, int64_t b) {
@@ -152,6 +165,8 @@ WHALE_VNNI void tile_direct(int64_t nb, const uint8_t* W, size_t w_stride, int64
 #pragma GCC unroll 16
   for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    // Not at M = 1 (decode): left as it was measured, bandwidth-bound with the prefetchers alone.
+    if (C > 1 && kAhead > 0 && b % 2 == 0 && b + kAhead < nb) prefetch_rows(W, w_stride, rows, b + kAhead);
     __m512i t[8];
     transpose_block(W, w_stride, rows, b, t);
     block_step<C>(t, weight_scales(W, w_stride, rows, b), b, nb, X, x_stride, acc);
@@ -279,6 +294,7 @@ WHALE_AMX void tile_amx(int64_t nb, const uint8_t* a, size_t a_stride, const uin
   const uint8_t* quants = a + offsetof(block_q8_0, qs);
   int64_t b = 0;
   for (; b + 2 <= nb; b += 2) {
+    if (kAhead > 0 && b + kAhead < nb) prefetch_rows(a, a_stride, kTile, b + kAhead);
     const uint8_t* p0 = packed + size_t(b) * kPackedBBytes;
     const uint8_t* p1 = p0 + kPackedBBytes;
     _tile_zero(0);

@@ -250,13 +250,16 @@ struct alignas(64) TileConfig {
 
 // Tiles 0 and 3: C (16 x 16 int32); 1 and 4: A (16 rows x 32 bytes); 2 and 5: B (8 x 64 bytes).
 // Two sets, so one block's products run while the previous block's dots are scaled.
-WHALE_AMX void configure_tiles() {
+// a_rows: the rows of A and C (16, or an activation group's count when A holds activations).
+WHALE_AMX void configure_tiles(int a_rows = kTile) {
   TileConfig config;
   for (int set = 0; set < 2; ++set) {
-    config.rows[3 * set] = 16, config.colsb[3 * set] = 64;
-    config.rows[3 * set + 1] = 16, config.colsb[3 * set + 1] = 32;
+    config.rows[3 * set] = uint8_t(a_rows), config.colsb[3 * set] = 64;
+    config.rows[3 * set + 1] = uint8_t(a_rows), config.colsb[3 * set + 1] = 32;
     config.rows[3 * set + 2] = 8, config.colsb[3 * set + 2] = 64;
   }
+  // GCC 12 does not see ldtilecfg read the struct and drops the stores above without this.
+  asm volatile("" : : "r"(&config) : "memory");
   _tile_loadconfig(&config);
 }
 
@@ -322,6 +325,94 @@ WHALE_AMX void tile_amx(int64_t nb, const uint8_t* a, size_t a_stride, const uin
     _tile_stored(0, dots[0], 64);
     scale_block(dots[0], ws[0], reinterpret_cast<const float*>(p0 + 512), acc);
   }
+}
+
+// The other way round, for calls with fewer weight rows than activation rows (qmatmul hands the
+// kernel 16 weight rows at a time): A = cm activation rows' quants read in place from the packed
+// rows, B = the weight tile transposed once into a panel (transpose16x8 without the +128, the
+// VNNI layout of B), so nothing is packed per activation group. acc[c] lane n, as in the VNNI
+// kernel: acc[c] = fma(float(C[c][n]), d_w[n] * d_x[c], acc[c]).
+WHALE_VNNI void fill_panel_signed(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, uint8_t* panel) {
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i t[8];
+    transpose16x8(W + size_t(b) * sizeof(block_q8_0) + offsetof(block_q8_0, qs), w_stride, rows, t);
+    uint8_t* p = panel + size_t(b) * kPanelBlockBytes;
+    for (int k = 0; k < 8; ++k) _mm512_store_si512(p + 64 * k, t[k]);
+    _mm512_store_ps(p + 512, weight_scales(W, w_stride, rows, b));
+  }
+}
+
+WHALE_AMX inline void scale_block_t(const int32_t* dots, const float* ws, const uint8_t* const* xs_rows, int64_t nb,
+                                    int64_t b, __m512 acc[kTile]) {
+  const __m512 wv = _mm512_load_ps(ws);
+#pragma GCC unroll 16
+  for (int c = 0; c < kTile; ++c) {
+    const __m512 scale = _mm512_mul_ps(wv, _mm512_set1_ps(x_scales(xs_rows[c], nb)[b]));
+    acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots + kTile * c)), scale, acc[c]);
+  }
+}
+
+// Activation rows X (cm <= 16 of them, the tiles configured for cm rows) x the panel's 16
+// weight rows over all blocks. Rows c >= cm of acc hold nothing meaningful.
+WHALE_AMX void tile_amx_t(int64_t nb, const uint8_t* panel, const uint8_t* X, size_t x_stride, int64_t cm,
+                          __m512 acc[kTile]) {
+  alignas(64) int32_t dots[2][kTile * kTile] = {};
+  const uint8_t* rows[kTile];
+  for (int c = 0; c < kTile; ++c) rows[c] = X + size_t(std::min<int64_t>(c, cm - 1)) * x_stride;
+  for (int c = 0; c < kTile; ++c) acc[c] = _mm512_setzero_ps();
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    const uint8_t* p0 = panel + size_t(b) * kPanelBlockBytes;
+    const uint8_t* p1 = p0 + kPanelBlockBytes;
+    _tile_zero(0);
+    _tile_loadd(1, X + size_t(b) * QK8_0, x_stride);
+    _tile_loadd(2, p0, 64);
+    _tile_dpbssd(0, 1, 2);
+    _tile_zero(3);
+    _tile_loadd(4, X + size_t(b + 1) * QK8_0, x_stride);
+    _tile_loadd(5, p1, 64);
+    _tile_dpbssd(3, 4, 5);
+    _tile_stored(0, dots[0], 64);
+    _tile_stored(3, dots[1], 64);
+    scale_block_t(dots[0], reinterpret_cast<const float*>(p0 + 512), rows, nb, b, acc);
+    scale_block_t(dots[1], reinterpret_cast<const float*>(p1 + 512), rows, nb, b + 1, acc);
+  }
+  if (b < nb) {
+    const uint8_t* p0 = panel + size_t(b) * kPanelBlockBytes;
+    _tile_zero(0);
+    _tile_loadd(1, X + size_t(b) * QK8_0, x_stride);
+    _tile_loadd(2, p0, 64);
+    _tile_dpbssd(0, 1, 2);
+    _tile_stored(0, dots[0], 64);
+    scale_block_t(dots[0], reinterpret_cast<const float*>(p0 + 512), rows, nb, b, acc);
+  }
+}
+
+WHALE_AMX void gemm_amx_t(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X,
+                          size_t x_stride, int64_t M, float* y, int64_t ldy, bool accumulate) {
+  thread_local std::vector<uint8_t> panel_scratch;
+  if (panel_scratch.size() < size_t(nb) * kPanelBlockBytes + 64) panel_scratch.resize(size_t(nb) * kPanelBlockBytes + 64);
+  uint8_t* panel = panel_scratch.data() + (64 - reinterpret_cast<uintptr_t>(panel_scratch.data()) % 64) % 64;
+  const __mmask16 all = 0xffff;
+  int configured = 0;
+  for (int64_t n0 = 0; n0 < rows; n0 += kTile) {
+    const int64_t r = std::min<int64_t>(kTile, rows - n0);
+    const __mmask16 valid = r >= kTile ? all : __mmask16((1u << r) - 1);
+    fill_panel_signed(nb, W + size_t(n0) * w_stride, w_stride, r, panel);
+    for (int64_t m = 0; m < M; m += kTile) {
+      const int cm = int(std::min<int64_t>(kTile, M - m));
+      if (cm != configured) configure_tiles(cm), configured = cm;
+      __m512 acc[kTile];
+      tile_amx_t(nb, panel, X + size_t(m) * x_stride, x_stride, cm, acc);
+      for (int c = 0; c < cm; ++c) {
+        float* out = y + (m + c) * ldy + n0;
+        __m512 v = acc[c];
+        if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(valid, out), v);
+        _mm512_mask_storeu_ps(out, valid, v);
+      }
+    }
+  }
+  _tile_release();
 }
 
 WHALE_AMX void gemm_amx(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X, size_t x_stride,
@@ -406,7 +497,11 @@ WHALE_VNNI void quantize_pack_q8_0(const float* x, int64_t nb, uint8_t* out) {
 WHALE_VNNI void gemm_q8_0_vnni(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X,
                                size_t x_stride, int64_t M, float* y, int64_t ldy, bool accumulate) {
   if (M <= 0 || rows <= 0) return;
-  if (M >= kAmxMinRows && amx_usable()) return gemm_amx(nb, W, w_stride, rows, X, x_stride, M, y, ldy, accumulate);
+  if (M >= kAmxMinRows && amx_usable()) {
+    // Packing cost: a transpose per 16 weight rows one way, per 16 activation rows the other.
+    if (rows < M) return gemm_amx_t(nb, W, w_stride, rows, X, x_stride, M, y, ldy, accumulate);
+    return gemm_amx(nb, W, w_stride, rows, X, x_stride, M, y, ldy, accumulate);
+  }
   if (M <= kTile) {
     const DirectFn f = kDirect[M - 1];
     for (int64_t n = 0; n < rows; n += kTile)

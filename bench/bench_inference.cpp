@@ -101,8 +101,8 @@ static double cpu_seconds() {
 
 // Wall and process-CPU seconds per decode step of one greedy generation (the prompt's prefill
 // and first token excluded): the CPU figure is what a loaded machine distorts least.
-static void decode_step_seconds(Generator& gen, const std::vector<int32_t>& prompt, int64_t tokens, double* wall,
-                                double* cpu) {
+static std::vector<int32_t> decode_step_seconds(Generator& gen, const std::vector<int32_t>& prompt, int64_t tokens,
+                                                double* wall, double* cpu) {
   GenerateOptions o;
   o.max_tokens = tokens;
   o.stop_at_eos = false;
@@ -110,7 +110,7 @@ static void decode_step_seconds(Generator& gen, const std::vector<int32_t>& prom
   Clock::time_point w0;
   double c0 = 0, c1 = 0;
   Clock::time_point w1;
-  gen.generate({prompt}, o, [&](int64_t, int32_t) {
+  const auto out = gen.generate({prompt}, o, [&](int64_t, int32_t) {
     if (++seen == 1) {
       w0 = Clock::now();
       c0 = cpu_seconds();
@@ -122,6 +122,7 @@ static void decode_step_seconds(Generator& gen, const std::vector<int32_t>& prom
   const double steps = double(std::max<int64_t>(seen - 1, 1));
   *wall = std::chrono::duration<double>(w1 - w0).count() / steps;
   *cpu = (c1 - c0) / steps;
+  return out[0];
 }
 
 static double median(std::vector<double> v) {
@@ -229,28 +230,38 @@ int main(int argc, char** argv) {
                   pass_s / step_s, 1.85 * step_s / pass_s, 1.90 * step_s / pass_s);
     }
     if (ab_rounds > 0) {
-      // Same binary, same process, interleaved: the fairest A/B on a shared machine.
-      Generator f32(*model), int8(*model);
-      f32.transformer().set_quantised_absorption(false);
-      int8.transformer().set_quantised_absorption(true);
-      for (Generator* g : {&f32, &int8}) {
-        if (no_fused_moe) g->transformer().set_fused_moe(false);
-        if (!quantize.empty()) g->transformer().quantize_weights(qmatmul_type_from_name(quantize, "--quantize"));
+      // Same binary, same process, interleaved: the fairest A/B on a shared machine. F32
+      // absorption, int8 absorption in its own regions, int8 fused into the attention's items.
+      Generator f32(*model), int8(*model), fused(*model);
+      Generator* gens[3] = {&f32, &int8, &fused};
+      const char* names[3] = {"f32       ", "int8      ", "int8 fused"};
+      for (int k = 0; k < 3; ++k) {
+        gens[k]->transformer().set_quantised_absorption(k > 0);
+        gens[k]->transformer().set_fused_absorption(k == 2);
+        if (no_fused_moe) gens[k]->transformer().set_fused_moe(false);
+        if (!quantize.empty()) gens[k]->transformer().quantize_weights(qmatmul_type_from_name(quantize, "--quantize"));
       }
-      std::vector<double> wall[2], cpu[2];
+      std::vector<double> wall[3], cpu[3];
+      std::vector<int32_t> tokens[3];
       for (int64_t r = 0; r < ab_rounds; ++r)
-        for (int k = 0; k < 2; ++k) {
+        for (int k = 0; k < 3; ++k) {
           double w = 0, cs = 0;
-          decode_step_seconds(k == 0 ? f32 : int8, p, decode, &w, &cs);
+          tokens[k] = decode_step_seconds(*gens[k], p, decode, &w, &cs);
           wall[k].push_back(w);
           cpu[k].push_back(cs);
-          std::printf("ab round %lld %s: %.1f ms wall, %.1f ms CPU per step\n", (long long)r, k == 0 ? "f32 " : "int8",
-                      1e3 * w, 1e3 * cs);
+          std::printf("ab round %lld %s: %.1f ms wall, %.1f ms CPU per step\n", (long long)r, names[k], 1e3 * w, 1e3 * cs);
         }
-      std::printf("ab absorption (median of %lld rounds of %lld steps): f32 %.1f ms wall / %.1f ms CPU, int8 %.1f ms "
-                  "wall / %.1f ms CPU per step; int8/f32 CPU %.3f\n",
-                  (long long)ab_rounds, (long long)decode, 1e3 * median(wall[0]), 1e3 * median(cpu[0]),
-                  1e3 * median(wall[1]), 1e3 * median(cpu[1]), median(cpu[1]) / median(cpu[0]));
+      for (int k = 0; k < 3; ++k)
+        std::printf("ab absorption %s (median of %lld rounds of %lld steps): %.1f ms wall, %.1f ms CPU per step; CPU "
+                    "%.3f of f32's\n",
+                    names[k], (long long)ab_rounds, (long long)decode, 1e3 * median(wall[k]), 1e3 * median(cpu[k]),
+                    median(cpu[k]) / median(cpu[0]));
+      int64_t same = 0;
+      while (same < int64_t(std::min(tokens[0].size(), tokens[1].size())) && tokens[0][size_t(same)] == tokens[1][size_t(same)])
+        ++same;
+      std::printf("ab absorption: greedy tokens int8 vs f32 %s (first %lld of %zu agree); fused vs unfused %s\n",
+                  tokens[0] == tokens[1] ? "identical" : "differ", (long long)same, tokens[0].size(),
+                  tokens[1] == tokens[2] ? "identical" : "DIFFER");
     }
     std::printf("kv cache: %lld bytes/token (latent %lld + rope %lld floats x %lld layers)\n",
                 (long long)KVCache::bytes_per_token(c), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,

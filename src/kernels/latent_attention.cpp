@@ -69,7 +69,7 @@ void group(const float* q, const float* C, int64_t visible, int64_t rank, int64_
 }  // namespace
 
 void latent_attention(const LatentSpan* spans, int64_t n_spans, int64_t heads, int64_t rank, int64_t width,
-                      float scale) {
+                      float scale, const LatentItemHooks* hooks) {
   const int64_t groups = (heads + kGroup - 1) / kGroup;
   int64_t items = 0, longest = 0, room = 0;
   for (int64_t i = 0; i < n_spans; ++i) {
@@ -94,12 +94,14 @@ void latent_attention(const LatentSpan* spans, int64_t n_spans, int64_t heads, i
     const float* q = sp.q + r * width;
     float* ctx = sp.ctx + r * rank;
     float* s = scores.data();
+    if (hooks && hooks->before) hooks->before(hooks->user, si, token, h0, nq);
     switch (nq) {
       case 4: group<4>(q, sp.cache, visible, rank, width, scale, s, longest, ctx); break;
       case 3: group<3>(q, sp.cache, visible, rank, width, scale, s, longest, ctx); break;
       case 2: group<2>(q, sp.cache, visible, rank, width, scale, s, longest, ctx); break;
       default: group<1>(q, sp.cache, visible, rank, width, scale, s, longest, ctx); break;
     }
+    if (hooks && hooks->after) hooks->after(hooks->user, si, token, h0, nq);
   }
 }
 

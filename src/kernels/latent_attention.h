@@ -23,7 +23,17 @@ struct LatentSpan {
   int64_t capacity = 0;  // rows the cache can hold: sizes the score scratch once, not per length
 };
 
+// Optional work for one item (span index, token in it, heads [h0, h0 + nq)), run by the worker
+// that owns the item: `before` its scores (e.g. the absorbed queries of those heads), `after` its
+// context (e.g. W_UV on it). Lets a decode step's absorption, attention and output product share
+// one parallel region. Plain function pointers: nothing is allocated.
+struct LatentItemHooks {
+  using Fn = void (*)(void* user, int64_t span, int64_t token, int64_t h0, int64_t nq);
+  Fn before = nullptr, after = nullptr;
+  void* user = nullptr;
+};
+
 void latent_attention(const LatentSpan* spans, int64_t n_spans, int64_t heads, int64_t rank, int64_t width,
-                      float scale);
+                      float scale, const LatentItemHooks* hooks = nullptr);
 
 }  // namespace whale

@@ -69,6 +69,41 @@ const float* kv_b_rows(const Tensor& kv_b, const std::vector<float>& f32, int64_
   return scratch.data();
 }
 
+// Quantised absorption fused into latent_attention's items (decode steps of a row or two): each
+// item's worker makes the absorbed queries of its heads before their scores and applies W_UV to
+// their context after, so the step's W_UK, attention and W_UV share one parallel region instead
+// of three. The same qmatmul_rows calls on the same rows as the separate regions: the same bits.
+struct FusedAbsorption {
+  GgmlType kb_type, vb_type;
+  const uint8_t *k_b, *v_b;  // [heads][rank rows of nope] and [heads][vd rows of rank], quantised
+  size_t kb_head, vb_head;   // bytes per head
+  int64_t heads, qhd, nope, rope, rank, width, vd;
+  const float* q;       // [T, heads, qhd] queries (rotated)
+  float* qcat;          // [T, heads, width] absorbed queries
+  const float* ctx;     // [T, heads, rank]
+  float* out;           // [T, heads, vd]
+  const int64_t* row_begin;  // per latent span: its first row in the batch
+  KernelPath path;
+
+  static void before(void* user, int64_t span, int64_t token, int64_t h0, int64_t nq) {
+    const FusedAbsorption& a = *static_cast<const FusedAbsorption*>(user);
+    const int64_t t = a.row_begin[span] + token;
+    for (int64_t h = h0; h < h0 + nq; ++h) {
+      const float* qn = a.q + (t * a.heads + h) * a.qhd;
+      float* qc = a.qcat + (t * a.heads + h) * a.width;
+      qmatmul_rows(a.kb_type, a.k_b + size_t(h) * a.kb_head, a.rank, a.nope, qn, a.qhd, 1, qc, a.width, false, a.path);
+      std::copy_n(qn + a.nope, a.rope, qc + a.rank);
+    }
+  }
+  static void after(void* user, int64_t span, int64_t token, int64_t h0, int64_t nq) {
+    const FusedAbsorption& a = *static_cast<const FusedAbsorption*>(user);
+    const int64_t t = a.row_begin[span] + token;
+    for (int64_t h = h0; h < h0 + nq; ++h)
+      qmatmul_rows(a.vb_type, a.v_b + size_t(h) * a.vb_head, a.vd, a.rank, a.ctx + (t * a.heads + h) * a.rank, a.rank, 1,
+                   a.out + (t * a.heads + h) * a.vd, a.vd, false, a.path);
+  }
+};
+
 void dot_rows(const float* w, int64_t J, const float* x, int64_t n, float* out) {
   constexpr int64_t kLanes = 16;
   for (int64_t j0 = 0; j0 < J; j0 += 4) {
@@ -145,7 +180,16 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   const bool int8_uv = quantised_absorption_ && !w.attn.v_b.empty() && ggml_type_of(w.attn.v_b.dtype, &vb_type) &&
                        qmatmul_supported(vb_type) && rank % ggml_block_size(vb_type) == 0;
   const KernelPath path = kernel_path();
-  if (any_absorbed && int8_uk) {
+  const Tensor& kv_b_proj = w.attn.kv_b_proj;
+  const bool bf16_uv = kv_b_proj.dtype == DType::BF16 && bf16_path() != Bf16Path::Widen;
+  int64_t absorbed_rows = 0;
+  for (const SeqSpan& s : spans) absorbed_rows += absorbed(s) ? s.rows : 0;
+  // Fused into the attention's items only for a row or two (decode, an MTP verify pass): each
+  // item reads its heads' k_b/v_b again, which a wider batch would repeat once per row.
+  const bool fuse = fuse_absorption_ && int8_uk && int8_uv && !bf16_uv && absorbed_rows > 0 && absorbed_rows <= 2;
+  if (fuse) {
+    // W_UK and W_UV run inside latent_attention's items below.
+  } else if (any_absorbed && int8_uk) {
     const size_t head_bytes = size_t(rank) * ggml_row_size(kb_type, nope);
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < heads; ++h) {
@@ -204,7 +248,9 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   // Absorbed spans: scores, softmax and context over the cached latents for all of them in one
   // parallel region (kernels/latent_attention.h); the rest (prefills) expand K and V.
   thread_local std::vector<LatentSpan> latent_spans;  // grows only
+  thread_local std::vector<int64_t> latent_rows;      // each latent span's first batch row; grows only
   latent_spans.clear();
+  latent_rows.clear();
   for (const SeqSpan& s : spans) {
     if (!absorbed(s)) {
       attend_span(layer, s, s.pos0, out);
@@ -212,14 +258,21 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
     }
     latent_spans.push_back({qcat.data() + s.row_begin * heads * width, s.cache->row(layer, 0), s.rows, s.pos0,
                             ctx.data() + s.row_begin * heads * rank, s.cache->capacity()});
+    latent_rows.push_back(s.row_begin);
   }
-  latent_attention(latent_spans.data(), int64_t(latent_spans.size()), heads, rank, width, softmax_scale_);
+  FusedAbsorption fused{kb_type, vb_type, static_cast<const uint8_t*>(w.attn.k_b.data),
+                        static_cast<const uint8_t*>(w.attn.v_b.data), fuse ? size_t(rank) * ggml_row_size(kb_type, nope) : 0,
+                        fuse ? size_t(vd) * ggml_row_size(vb_type, rank) : 0, heads, qhd, nope, rope, rank, width, vd, q,
+                        qcat.data(), ctx.data(), out, latent_rows.data(), path};
+  const LatentItemHooks hooks{&FusedAbsorption::before, &FusedAbsorption::after, &fused};
+  latent_attention(latent_spans.data(), int64_t(latent_spans.size()), heads, rank, width, softmax_scale_,
+                   fuse ? &hooks : nullptr);
   // With BF16 weights on a rounding BF16 path, out = W_UV ctx runs through the BF16 kernel on
   // kv_b_proj's own rows (ctx rounded to BF16 like any projection's input), per head over the
   // absorbed rows of all spans gathered: row-invariant like every BF16 projection.
-  const Tensor& kv_b_proj = w.attn.kv_b_proj;
-  const bool bf16_uv = kv_b_proj.dtype == DType::BF16 && bf16_path() != Bf16Path::Widen;
-  if (any_absorbed && bf16_uv) {
+  if (fuse) {
+    // done in the items
+  } else if (any_absorbed && bf16_uv) {
     int64_t n_abs = 0;
     for (const SeqSpan& s : spans) n_abs += absorbed(s) ? s.rows : 0;
     const uint16_t* kv_b16 = static_cast<const uint16_t*>(kv_b_proj.data);

@@ -49,6 +49,7 @@ Transformer::Transformer(const Model& model, AttentionMode mode)
     if (v != "int8" && v != "f32") throw Error("WHALE_ABSORB", "is '" + v + "'; expected int8 or f32");
     quantised_absorption_ = v == "int8";
   }
+  if (const char* env = std::getenv("WHALE_ABSORB_FUSE"); env && std::string(env) == "0") fuse_absorption_ = false;
 }
 
 size_t Transformer::quantize_weights(GgmlType type) {

@@ -67,6 +67,10 @@ class Transformer {
   // The default comes from WHALE_ABSORB (int8 or f32; f32 when unset).
   void set_quantised_absorption(bool on) { quantised_absorption_ = on; }
   bool quantised_absorption() const { return quantised_absorption_; }
+  // With quantised absorption, a step of one or two absorbed rows runs W_UK, the attention and
+  // W_UV in one parallel region (latent_attention's item hooks) instead of three: same bits.
+  // On by default; off for A/B (WHALE_ABSORB_FUSE=0).
+  void set_fused_absorption(bool on) { fuse_absorption_ = on; }
   // Bytes a forward reads for W: its quantised copy when there is one, else as stored.
   double weight_bytes(const Tensor& W) const;
 
@@ -98,6 +102,7 @@ class Transformer {
   std::vector<RouterStats> router_stats_;     // per layer slot
   bool fused_moe_ = true;
   bool quantised_absorption_ = false;
+  bool fuse_absorption_ = true;
   // MoE scratch (grown only): chosen experts [T, k], assignments grouped by expert.
   std::vector<int32_t> moe_chosen_;
   std::vector<int64_t> moe_offsets_, moe_fill_, moe_rows_;

@@ -32,11 +32,12 @@ std::vector<float> random_values(int64_t n, uint64_t seed) {
 }
 
 // Hidden states of a 7-token prefill followed by two decode steps (absorbed decode rows).
-std::vector<float> hidden_states(const Model& m, AttentionMode mode, bool quantised) {
+std::vector<float> hidden_states(const Model& m, AttentionMode mode, bool quantised, bool fused = true) {
   const std::vector<int32_t> tokens{5, 9, 300, 17, 42, 8, 77, 3, 11};
   const int64_t H = m.config.hidden_size, n = int64_t(tokens.size());
   Transformer tf(m, mode);
   tf.set_quantised_absorption(quantised);
+  tf.set_fused_absorption(fused);
   KVCache cache(m.config, n);
   std::vector<float> hidden(size_t(n * H)), all;
   tf.forward(tokens.data(), {SeqSpan{&cache, 0, 7, 0}}, hidden.data());
@@ -198,4 +199,44 @@ TEST(QuantisedAbsorption, GreedyTokensKeptWhereTheMarginAllows) {
   std::printf("greedy argmax kept at %lld of %lld positions; %lld had a gap above twice the largest logit change %.3g\n",
               (long long)kept, (long long)T, (long long)decided, max_change);
   EXPECT_GE(kept * 4, T * 3);
+}
+
+// A decode step's W_UK and W_UV inside latent_attention's items (one parallel region) against
+// the separate per-head regions: the same qmatmul_rows on the same rows, so the same bits, for
+// single decode steps and a step of two sequences (2 rows: still fused) or three (not fused).
+TEST(QuantisedAbsorption, FusedItemsGiveTheSameBitsAsSeparateRegions) {
+  TempDir dir;
+  auto m = split_q8_0_model(dir, 3);
+  const int threads_before = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    EXPECT_EQ(hidden_states(*m, AttentionMode::Absorbed, true, true), hidden_states(*m, AttentionMode::Absorbed, true, false))
+        << threads << " threads";
+  }
+  omp_set_num_threads(threads_before);
+  const int64_t H = m->config.hidden_size;
+  auto batch_step = [&](bool fused, int n_seqs) {
+    Transformer tf(*m);
+    tf.set_quantised_absorption(true);
+    tf.set_fused_absorption(fused);
+    std::vector<KVCache> caches;
+    for (int i = 0; i < n_seqs; ++i) caches.emplace_back(m->config, 8);
+    const std::vector<int32_t> prompt{4, 8, 15, 16};
+    std::vector<float> h(size_t(4 * H)), all;
+    for (auto& c : caches) tf.forward(prompt.data(), {SeqSpan{&c, 0, 4, 0}}, h.data());
+    std::vector<SeqSpan> spans;
+    std::vector<int32_t> next;
+    for (int i = 0; i < n_seqs; ++i) {
+      spans.push_back(SeqSpan{&caches[size_t(i)], i, 1, 4});
+      next.push_back(int32_t(23 + i));
+    }
+    for (int step = 0; step < 2; ++step) {
+      tf.forward(next.data(), spans, h.data());
+      all.insert(all.end(), h.begin(), h.begin() + n_seqs * H);
+      for (auto& sp : spans) ++sp.pos0;
+    }
+    return all;
+  };
+  for (int n : {2, 3}) EXPECT_EQ(batch_step(true, n), batch_step(false, n)) << n << " sequences";
+  omp_set_num_threads(threads_before);
 }

@@ -136,16 +136,26 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   if (q_scratch_.size() < size_t(T * heads * qhd)) q_scratch_.resize(size_t(T * heads * qhd));
   if (kv_scratch_.size() < size_t(T * (rank + rope))) kv_scratch_.resize(size_t(T * (rank + rope)));
   float* q = q_scratch_.data();
-  if (c.q_lora_rank > 0) {
-    std::vector<float>& qa = buffer(kQa, size_t(T * c.q_lora_rank));
-    project(xn, T, w.attn.q_a_proj, qa.data());
-    rmsnorm(qa.data(), w.attn.q_a_layernorm.f32(), qa.data(), T, c.q_lora_rank, eps);
-    project(qa.data(), T, w.attn.q_b_proj, q);
-  } else {
-    project(xn, T, w.attn.q_proj, q);
-  }
   float* kva = kv_scratch_.data();
-  project(xn, T, w.attn.kv_a_proj_with_mqa, kva);
+  // The two projections of xn (q_proj or q_a_proj, and kv_a_proj_with_mqa): for a decode step
+  // with both quantised, one qmatvec_batch (one parallel region, the same bits as two qmatmuls).
+  const Tensor& q_in = c.q_lora_rank > 0 ? w.attn.q_a_proj : w.attn.q_proj;
+  float* q_in_out = c.q_lora_rank > 0 ? buffer(kQa, size_t(T * c.q_lora_rank)).data() : q;
+  QMatvec xn_jobs[2];
+  if (T <= 2 && quantised_form(q_in, &xn_jobs[0].type, &xn_jobs[0].W) &&
+      quantised_form(w.attn.kv_a_proj_with_mqa, &xn_jobs[1].type, &xn_jobs[1].W)) {
+    xn_jobs[0] = {xn_jobs[0].type, xn_jobs[0].W, q_in.rows(), q_in.cols(), xn, q_in_out, false, T};
+    const Tensor& kv_a = w.attn.kv_a_proj_with_mqa;
+    xn_jobs[1] = {xn_jobs[1].type, xn_jobs[1].W, kv_a.rows(), kv_a.cols(), xn, kva, false, T};
+    qmatvec_batch(xn_jobs, 2);
+  } else {
+    project(xn, T, q_in, q_in_out);
+    project(xn, T, w.attn.kv_a_proj_with_mqa, kva);
+  }
+  if (c.q_lora_rank > 0) {
+    rmsnorm(q_in_out, w.attn.q_a_layernorm.f32(), q_in_out, T, c.q_lora_rank, eps);
+    project(q_in_out, T, w.attn.q_b_proj, q);
+  }
   // Cache the normalised latent c_t and the rotated shared key k_t^R (equations 9-10 of V2).
   for (const SeqSpan& s : spans) {
     for (int64_t i = 0; i < s.rows; ++i) {

@@ -110,6 +110,20 @@ void Transformer::project(const float* x, int64_t M, const Tensor& W, float* y, 
   }
 }
 
+bool Transformer::quantised_form(const Tensor& W, GgmlType* type, const void** data) const {
+  if (W.empty() || W.shape.size() != 2) return false;
+  if (auto it = quantised_.find(W.data); it != quantised_.end()) {
+    *type = it->second.type;
+    *data = it->second.data.data();
+    return true;
+  }
+  GgmlType stored;
+  if (!ggml_type_of(W.dtype, &stored) || ggml_block_size(stored) <= 1 || !qmatmul_supported(stored)) return false;
+  *type = stored;
+  *data = W.data;
+  return true;
+}
+
 void Transformer::reset_router_stats() {
   for (auto& s : router_stats_) std::fill(s.expert_tokens.begin(), s.expert_tokens.end(), 0);
 }

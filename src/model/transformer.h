@@ -88,6 +88,9 @@ class Transformer {
   void moe(const LayerWeights& w, int64_t layer_index, const float* xn, int64_t T, float* x_accumulate);
   bool moe_fused_quantised(const LayerWeights& w, const float* xn, int64_t T, const float* gate_w, float* x_accumulate);
   std::vector<float>& buffer(int slot, size_t n);
+  // The quantised form project() runs W on: quantize_weights' copy, else W's own blocks when it
+  // is stored block-quantised in a type qmatmul covers. False: W takes the float kernels.
+  bool quantised_form(const Tensor& W, GgmlType* type, const void** data) const;
   // y (+)= x W^T through the quantised copy of W when quantize_weights made one.
   void project(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate = false);
 

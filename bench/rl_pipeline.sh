@@ -5,28 +5,30 @@
 #
 #   bench/rl_pipeline.sh            # uses out/run (scripts/run.sh's model) or pretrains one here
 #
-# SFT runs in two passes: the main job's (6000 traces x 2 epochs, ~8% held-out) and a second one
-# over 6000 fresh traces for 100 steps, checkpointed at step 60 (partial accuracy, ~19%: GRPO
-# starts there) and 100 (the same 40 steps spent on more SFT instead: the control). GRPO: KL-free,
-# accuracy-only reward (the format is learned by SFT), lr 5e-5, 16 prompts x 8 completions a step.
+# SFT runs in two passes: the main job's (6000 traces x 2 epochs, a few % held-out) and a second one
+# over 6000 fresh traces for 140 steps, checkpointed at step 120 (partial accuracy, ~45%: GRPO
+# starts there, where most groups hold both right and wrong answers) and 140 (20 more steps spent
+# on SFT instead: the control). GRPO: KL-free, accuracy-only reward (the format is learned by SFT),
+# lr 5e-5 decaying (cosine) to 5e-6, 32 prompts x 8 completions a step, 60 steps.
 #
 # Environment (defaults in brackets):
 #   WHALE_BIN [build/whale]   WHALE_RL_OUT [out-rl]   WHALE_BASE [out/run, else trained here]
 #   WHALE_SFT1 [run here] (a finished first SFT pass, e.g. out/sft of scripts/run.sh)
-#   WHALE_TASK [arith:digits=2,ops=+]   WHALE_SFT2_STEPS [100]   WHALE_SFT2_START [60]
-#   WHALE_GRPO_STEPS [60]   WHALE_GRPO_LR [5e-5]   WHALE_GRPO_PROMPTS [16]   WHALE_GRPO_SEED [2]
+#   WHALE_TASK [arith:digits=2,ops=+]   WHALE_SFT2_STEPS [140]   WHALE_SFT2_START [120]   WHALE_SFT2_SEED [0] (data order)
+#   WHALE_GRPO_STEPS [60]   WHALE_GRPO_LR [5e-5]   WHALE_GRPO_PROMPTS [32]   WHALE_GRPO_SEED [2]
 #   WHALE_EVAL [500]
-#   WHALE_PRETRAIN_STEPS [500] (only without a base)
+#   WHALE_PRETRAIN_STEPS [800, as scripts/run.sh] (only without a base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${WHALE_BIN:-./build/whale}
 OUT=${WHALE_RL_OUT:-out-rl}
 TASK=${WHALE_TASK:-arith:digits=2,ops=+}
-SFT2_STEPS=${WHALE_SFT2_STEPS:-100}
-SFT2_START=${WHALE_SFT2_START:-60}
+SFT2_STEPS=${WHALE_SFT2_STEPS:-140}
+SFT2_START=${WHALE_SFT2_START:-120}
+SFT2_SEED=${WHALE_SFT2_SEED:-0}
 GRPO_STEPS=${WHALE_GRPO_STEPS:-60}
 GRPO_LR=${WHALE_GRPO_LR:-5e-5}
-GRPO_PROMPTS=${WHALE_GRPO_PROMPTS:-16}
+GRPO_PROMPTS=${WHALE_GRPO_PROMPTS:-32}
 GRPO_SEED=${WHALE_GRPO_SEED:-2}
 EVAL=${WHALE_EVAL:-500}
 mkdir -p "$OUT"
@@ -42,7 +44,7 @@ if [ -z "$BASE" ]; then
   stamp "pretraining a base model (no out/run from scripts/run.sh)"
   $W tokenizer train --vocab-size 4096 --out "$OUT/tokenizer/tokenizer.json" data/corpus/*.txt
   $W data prepare --tokenizer "$OUT/tokenizer/tokenizer.json" --out "$OUT/data" data/corpus/*.txt
-  $W pretrain --preset tiny --data "$OUT/data" --out "$OUT/base" --steps "${WHALE_PRETRAIN_STEPS:-500}" --batch 16 \
+  $W pretrain --preset tiny --data "$OUT/data" --out "$OUT/base" --steps "${WHALE_PRETRAIN_STEPS:-800}" --batch 16 \
     --seq-len 128 --lr 3e-3 --bias-gamma 0.01 --eval-every 100 --eval-windows 64
   BASE=$OUT/base
 fi
@@ -58,7 +60,7 @@ fi
 stamp "SFT, second pass: 6000 fresh traces, $SFT2_STEPS steps, checkpoints at $SFT2_START and $SFT2_STEPS"
 $W sft-data --task "$TASK" --count 6000 --seed 11 --out "$OUT/sft2.jsonl"
 $W sft --model "$SFT1" --data "$OUT/sft2.jsonl" --out "$OUT/sft2" --steps "$SFT2_STEPS" --lr 2e-3 \
-  --save-every "$SFT2_START"
+  --save-every "$SFT2_START" --seed "$SFT2_SEED"
 START=$OUT/sft2/$(printf 'step-%06d' "$SFT2_START")
 CONTROL=$OUT/sft2/$(printf 'step-%06d' "$SFT2_STEPS")
 stamp "held-out accuracy of the GRPO start ($START) and of the SFT control ($CONTROL)"
@@ -67,7 +69,7 @@ evaluate "$CONTROL" sft-control
 
 stamp "GRPO from $START"
 $W grpo --model "$START" --task "$TASK" --out "$OUT/grpo" --steps "$GRPO_STEPS" --prompts "$GRPO_PROMPTS" \
-  --group-size 8 --max-tokens 32 --lr "$GRPO_LR" --warmup 3 --kl-beta 0 --clip-high 0.28 --format-weight 0 \
+  --group-size 8 --max-tokens 32 --lr "$GRPO_LR" --min-lr-ratio 0.1 --warmup 3 --kl-beta 0 --clip-high 0.28 --format-weight 0 \
   --micro-batch 32 --save-every 20 --seed "$GRPO_SEED"
 stamp "held-out accuracy after GRPO"
 evaluate "$OUT/grpo" grpo

@@ -36,22 +36,22 @@ done
 if $W --help 2>&1 | grep -qE '^ +sft-data ' && $W --help 2>&1 | grep -qE '^ +eval '; then
   TASK="arith:digits=2,ops=+"
   echo "== reasoning RL on $TASK: SFT on reference traces, then GRPO"
-  # SFT in two passes; GRPO starts from the second one's step 60 (partial accuracy, so groups
-  # hold both right and wrong answers); its step 100 is the same budget spent on SFT instead.
+  # SFT in two passes; GRPO starts from the second one's step 120 (~45% right, so groups hold
+  # both right and wrong answers); its step 140 is 20 more steps spent on SFT instead.
   $W sft-data --task "$TASK" --count 6000 --out "$OUT/sft.jsonl"
   $W sft --model "$OUT/run" --data "$OUT/sft.jsonl" --out "$OUT/sft" --epochs 2 --lr 2e-3
   $W sft-data --task "$TASK" --count 6000 --seed 11 --out "$OUT/sft2.jsonl"
-  $W sft --model "$OUT/sft" --data "$OUT/sft2.jsonl" --out "$OUT/sft2" --steps 100 --lr 2e-3 --save-every 60
-  $W eval --model "$OUT/sft2/step-000060" --task "$TASK" --limit 500 --max-tokens 40 --show 2 --out "$OUT/eval-sft.json"
-  $W eval --model "$OUT/sft2/step-000100" --task "$TASK" --limit 500 --max-tokens 40 --out "$OUT/eval-sft-control.json"
-  $W grpo --model "$OUT/sft2/step-000060" --task "$TASK" --out "$OUT/grpo" --steps "${WHALE_GRPO_STEPS:-60}" \
-    --prompts 16 --group-size 8 --max-tokens 32 --lr 5e-5 --warmup 3 --kl-beta 0 --clip-high 0.28 \
-    --format-weight 0 --save-every 20 --seed 2
+  $W sft --model "$OUT/sft" --data "$OUT/sft2.jsonl" --out "$OUT/sft2" --steps 140 --lr 2e-3 --save-every 120
+  $W eval --model "$OUT/sft2/step-000120" --task "$TASK" --limit 500 --max-tokens 40 --show 2 --out "$OUT/eval-sft.json"
+  $W eval --model "$OUT/sft2/step-000140" --task "$TASK" --limit 500 --max-tokens 40 --out "$OUT/eval-sft-control.json"
+  $W grpo --model "$OUT/sft2/step-000120" --task "$TASK" --out "$OUT/grpo" --steps "${WHALE_GRPO_STEPS:-60}" \
+    --prompts 32 --group-size 8 --max-tokens 32 --lr 5e-5 --min-lr-ratio 0.1 --warmup 3 --kl-beta 0 --clip-high 0.28 \
+    --format-weight 0 --micro-batch 32 --save-every 20 --seed 2
   $W eval --model "$OUT/grpo" --task "$TASK" --limit 500 --max-tokens 40 --show 2 --out "$OUT/eval-grpo.json"
   $W plot "$OUT/grpo" >/dev/null 2>&1 || true
   acc() { grep -o '"pass@1": *[0-9.eE+-]*' "$1" | head -n 1 | sed 's/.*: *//'; }
   echo "== held-out accuracy ($TASK, 500 problems, greedy): before RL $(acc "$OUT/eval-sft.json"), after GRPO" \
-    "$(acc "$OUT/eval-grpo.json") (the same start with 40 more SFT steps instead: $(acc "$OUT/eval-sft-control.json"))"
+    "$(acc "$OUT/eval-grpo.json") (the same start with 20 more SFT steps instead: $(acc "$OUT/eval-sft-control.json"))"
   echo "Chat with the RL model: ./build/whale chat --model $OUT/grpo"
 else
   echo "== skipping reasoning RL: this whale has no sft-data/eval subcommands"

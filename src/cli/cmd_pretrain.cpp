@@ -1,4 +1,5 @@
 // whale pretrain: train a DeepSeek-V3-architecture model from token shards.
+#include <cmath>
 #include <cstdio>
 #include <memory>
 
@@ -46,6 +47,8 @@ void register_pretrain(CLI::App& app) {
     PretrainResult r = pretrain(*o, &progress);
     std::printf("final: loss %.4f, validation loss %.4f, %.0f tokens/s\n", r.final_loss, r.final_val_loss,
                 r.tokens_per_second);
+    if (std::isfinite(r.final_val_loss_fp32))
+      std::printf("final: validation loss %.4f with an FP32 forward of the same weights\n", r.final_val_loss_fp32);
     std::printf("memory: weights %.1f MB, gradients %.1f MB, AdamW state %.1f MB (FP32 master, %s compute)\n",
                 r.weight_bytes / 1e6, r.gradient_bytes / 1e6, r.optimizer_bytes / 1e6, o->precision.c_str());
     std::printf("checkpoint: %s\n", r.final_checkpoint.c_str());

@@ -335,6 +335,11 @@ PretrainResult pretrain(const PretrainOptions& o, Progress* progress) {
     }
   }
   if (progress) progress->finish();
+  if (val && o.precision != "fp32") {  // the master weights' own quality, apart from the compute mode's forward
+    graph.set_precision("fp32");
+    result.final_val_loss_fp32 = evaluate(graph, *val, o.eval_windows, B, T);
+    graph.set_precision(o.precision);
+  }
   result.steps = o.steps;
   result.final_loss = last_loss;
   result.final_val_loss = last_val;

@@ -1,6 +1,7 @@
 // Pretraining of DeepSeek-V3-architecture models: data windows -> forward/backward ->
 // AdamW, with DeepSeek-V3's auxiliary-loss-free balancing, MTP loss, checkpoints and resume.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -34,6 +35,8 @@ struct PretrainOptions {
 struct PretrainResult {
   int64_t steps = 0;
   double final_loss = 0, final_val_loss = 0;
+  // bf16 / fp8 runs: the final validation loss of the same weights with an FP32 forward (NaN otherwise).
+  double final_val_loss_fp32 = NAN;
   double tokens_per_second = 0;
   std::string final_checkpoint;
   size_t weight_bytes = 0, optimizer_bytes = 0, gradient_bytes = 0;

@@ -5,6 +5,7 @@
    the same losses, step for step, as an uninterrupted run with the same seed.
 2. Crash safety: SIGKILL at random moments (including mid-save) always leaves `latest` naming a
    checkpoint that `whale inspect` loads and that `whale generate` runs from.
+3. An FP8 run also reports the validation loss of its weights under an FP32 forward.
 
 usage: test_resume.py WHALE_BINARY WORKDIR SOURCE_DIR
 """
@@ -112,3 +113,20 @@ for attempt in range(8):
 if kills < 6:
     sys.exit(f"FAIL: only {kills} of 8 runs were still running when killed")
 print(f"crash safety: {kills} SIGKILLs, the latest checkpoint loaded after each")
+
+# 3. a BF16 / FP8 run also reports its weights' validation loss under an FP32 forward; FP32 runs do not
+import re
+data_v = os.path.join(WORK, "data-val")  # 5 documents: hold 2 out so that there is a validation split
+run("data", "prepare", "--tokenizer", tok, "--out", data_v, "--val-fraction", "0.3", sample)
+short = ["--data", data_v, "--preset", "tiny", "--steps", "4", "--batch", "4", "--seq-len", "32", "--eval-windows", "4",
+         "--seed", "6"]
+out_a = run("pretrain", "--out", os.path.join(WORK, "a32"), *short).stdout
+assert "with an FP32 forward" not in out_a, out_a
+out8 = run("pretrain", "--out", os.path.join(WORK, "a8"), *short, "--precision", "fp8").stdout
+own = float(re.search(r"validation loss ([0-9.]+),", out8).group(1))
+m = re.search(r"validation loss ([0-9.]+) with an FP32 forward", out8)
+assert m, f"no FP32-forward line in:\n{out8}"
+f32 = float(m.group(1))
+# the two forwards differ only by FP8 rounding of the projections: close, but not the same numbers
+assert f32 != own and abs(f32 / own - 1) < 0.02, (own, f32)
+print(f"fp8 run: validation loss {own:.4f} (fp8 forward), {f32:.4f} (fp32 forward of the same weights)")

@@ -69,11 +69,13 @@ const float* kv_b_rows(const Tensor& kv_b, const std::vector<float>& f32, int64_
   return scratch.data();
 }
 
-// Quantised absorption fused into latent_attention's items (decode steps of a row or two): each
-// item's worker makes the absorbed queries of its heads before their scores and applies W_UV to
-// their context after, so the step's W_UK, attention and W_UV share one parallel region instead
-// of three. The same qmatmul_rows calls on the same rows as the separate regions: the same bits.
-struct FusedAbsorption {
+// Quantised absorption, per head: W_UK and W_UV as quantised products on k_b / v_b. Run per span
+// in their own parallel regions, or fused into latent_attention's items (decode steps of a row or
+// two: before/after), where each item's worker makes the absorbed queries of its heads before
+// their scores and applies W_UV to their context after, so the step's W_UK, attention and W_UV
+// share one parallel region instead of three. A row's result does not depend on how many rows
+// one call takes, so both give the same bits.
+struct QuantisedAbsorption {
   GgmlType kb_type, vb_type;
   const uint8_t *k_b, *v_b;  // [heads][rank rows of nope] and [heads][vd rows of rank], quantised
   size_t kb_head, vb_head;   // bytes per head
@@ -82,25 +84,28 @@ struct FusedAbsorption {
   float* qcat;          // [T, heads, width] absorbed queries
   const float* ctx;     // [T, heads, rank]
   float* out;           // [T, heads, vd]
-  const int64_t* row_begin;  // per latent span: its first row in the batch
+  const int64_t* row_begin;  // per latent span: its first row in the batch (fused hooks only)
   KernelPath path;
 
+  // Head h's absorbed queries for rows t0 .. t0 + rows: W_UK^T q_nope, then the rope part copied.
+  void absorb_queries(int64_t h, int64_t t0, int64_t rows) const {
+    qmatmul_rows(kb_type, k_b + size_t(h) * kb_head, rank, nope, q + (t0 * heads + h) * qhd, heads * qhd, rows,
+                 qcat + (t0 * heads + h) * width, heads * width, false, path);
+    for (int64_t t = t0; t < t0 + rows; ++t)
+      std::copy_n(q + (t * heads + h) * qhd + nope, rope, qcat + (t * heads + h) * width + rank);
+  }
+  // Head h's output for rows t0 .. t0 + rows: W_UV ctx.
+  void apply_uv(int64_t h, int64_t t0, int64_t rows) const {
+    qmatmul_rows(vb_type, v_b + size_t(h) * vb_head, vd, rank, ctx + (t0 * heads + h) * rank, heads * rank, rows,
+                 out + (t0 * heads + h) * vd, heads * vd, false, path);
+  }
   static void before(void* user, int64_t span, int64_t token, int64_t h0, int64_t nq) {
-    const FusedAbsorption& a = *static_cast<const FusedAbsorption*>(user);
-    const int64_t t = a.row_begin[span] + token;
-    for (int64_t h = h0; h < h0 + nq; ++h) {
-      const float* qn = a.q + (t * a.heads + h) * a.qhd;
-      float* qc = a.qcat + (t * a.heads + h) * a.width;
-      qmatmul_rows(a.kb_type, a.k_b + size_t(h) * a.kb_head, a.rank, a.nope, qn, a.qhd, 1, qc, a.width, false, a.path);
-      std::copy_n(qn + a.nope, a.rope, qc + a.rank);
-    }
+    const QuantisedAbsorption& a = *static_cast<const QuantisedAbsorption*>(user);
+    for (int64_t h = h0; h < h0 + nq; ++h) a.absorb_queries(h, a.row_begin[span] + token, 1);
   }
   static void after(void* user, int64_t span, int64_t token, int64_t h0, int64_t nq) {
-    const FusedAbsorption& a = *static_cast<const FusedAbsorption*>(user);
-    const int64_t t = a.row_begin[span] + token;
-    for (int64_t h = h0; h < h0 + nq; ++h)
-      qmatmul_rows(a.vb_type, a.v_b + size_t(h) * a.vb_head, a.vd, a.rank, a.ctx + (t * a.heads + h) * a.rank, a.rank, 1,
-                   a.out + (t * a.heads + h) * a.vd, a.vd, false, a.path);
+    const QuantisedAbsorption& a = *static_cast<const QuantisedAbsorption*>(user);
+    for (int64_t h = h0; h < h0 + nq; ++h) a.apply_uv(h, a.row_begin[span] + token, 1);
   }
 };
 
@@ -197,22 +202,19 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   // Fused into the attention's items only for a row or two (decode, an MTP verify pass): each
   // item reads its heads' k_b/v_b again, which a wider batch would repeat once per row.
   const bool fuse = fuse_absorption_ && int8_uk && int8_uv && !bf16_uv && absorbed_rows > 0 && absorbed_rows <= 2;
+  // Per-head quantised W_UK / W_UV: inside latent_attention's items when fused, else below.
+  QuantisedAbsorption quantised{kb_type, vb_type, static_cast<const uint8_t*>(w.attn.k_b.data),
+                            static_cast<const uint8_t*>(w.attn.v_b.data),
+                            int8_uk ? size_t(rank) * ggml_row_size(kb_type, nope) : 0,
+                            int8_uv ? size_t(vd) * ggml_row_size(vb_type, rank) : 0, heads, qhd, nope, rope, rank, width,
+                            vd, q, qcat.data(), ctx.data(), out, nullptr, path};
   if (fuse) {
     // W_UK and W_UV run inside latent_attention's items below.
   } else if (any_absorbed && int8_uk) {
-    const size_t head_bytes = size_t(rank) * ggml_row_size(kb_type, nope);
 #pragma omp parallel for schedule(static)
-    for (int64_t h = 0; h < heads; ++h) {
-      const uint8_t* k_b_head = static_cast<const uint8_t*>(w.attn.k_b.data) + size_t(h) * head_bytes;
-      for (const SeqSpan& s : spans) {
-        if (!absorbed(s)) continue;
-        const int64_t t0 = s.row_begin;
-        qmatmul_rows(kb_type, k_b_head, rank, nope, q + (t0 * heads + h) * qhd, heads * qhd, s.rows,
-                     qcat.data() + (t0 * heads + h) * width, heads * width, false, path);
-        for (int64_t t = t0; t < t0 + s.rows; ++t)
-          std::copy_n(q + (t * heads + h) * qhd + nope, rope, qcat.data() + (t * heads + h) * width + rank);
-      }
-    }
+    for (int64_t h = 0; h < heads; ++h)
+      for (const SeqSpan& s : spans)
+        if (absorbed(s)) quantised.absorb_queries(h, s.row_begin, s.rows);
   } else if (any_absorbed) {
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < heads; ++h) {
@@ -270,11 +272,8 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
                             ctx.data() + s.row_begin * heads * rank, s.cache->capacity()});
     latent_rows.push_back(s.row_begin);
   }
-  FusedAbsorption fused{kb_type, vb_type, static_cast<const uint8_t*>(w.attn.k_b.data),
-                        static_cast<const uint8_t*>(w.attn.v_b.data), fuse ? size_t(rank) * ggml_row_size(kb_type, nope) : 0,
-                        fuse ? size_t(vd) * ggml_row_size(vb_type, rank) : 0, heads, qhd, nope, rope, rank, width, vd, q,
-                        qcat.data(), ctx.data(), out, latent_rows.data(), path};
-  const LatentItemHooks hooks{&FusedAbsorption::before, &FusedAbsorption::after, &fused};
+  quantised.row_begin = latent_rows.data();
+  const LatentItemHooks hooks{&QuantisedAbsorption::before, &QuantisedAbsorption::after, &quantised};
   latent_attention(latent_spans.data(), int64_t(latent_spans.size()), heads, rank, width, softmax_scale_,
                    fuse ? &hooks : nullptr);
   // With BF16 weights on a rounding BF16 path, out = W_UV ctx runs through the BF16 kernel on
@@ -306,17 +305,10 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
             std::copy_n(result.data() + i * vd, vd, out + (t * heads + h) * vd);
     }
   } else if (any_absorbed && int8_uv) {
-    const size_t head_bytes = size_t(vd) * ggml_row_size(vb_type, rank);
 #pragma omp parallel for schedule(static)
-    for (int64_t h = 0; h < heads; ++h) {
-      const uint8_t* v_b_head = static_cast<const uint8_t*>(w.attn.v_b.data) + size_t(h) * head_bytes;
-      for (const SeqSpan& s : spans) {
-        if (!absorbed(s)) continue;
-        const int64_t t0 = s.row_begin;
-        qmatmul_rows(vb_type, v_b_head, vd, rank, ctx.data() + (t0 * heads + h) * rank, heads * rank, s.rows,
-                     out + (t0 * heads + h) * vd, heads * vd, false, path);
-      }
-    }
+    for (int64_t h = 0; h < heads; ++h)
+      for (const SeqSpan& s : spans)
+        if (absorbed(s)) quantised.apply_uv(h, s.row_begin, s.rows);
   } else if (any_absorbed) {
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < heads; ++h) {

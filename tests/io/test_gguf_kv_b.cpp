@@ -10,28 +10,20 @@
 #include "io/gguf_model.h"
 #include "kernels/ops.h"
 #include "io_test_util.h"
+#include "../model/model_test_util.h"
 #include "model/transformer.h"
 
 using namespace whale;
 using whale::testing::read_bytes;
+using whale::testing::prefill_and_decode_hidden;
 using whale::testing::TempDir;
 
 namespace {
 
 // Hidden states of a 7-token prefill followed by two decode steps.
 std::vector<float> hidden_states(const Model& m, AttentionMode mode) {
-  const std::vector<int32_t> tokens{5, 9, 300, 17, 42, 8, 77, 3, 11};
-  const int64_t H = m.config.hidden_size, n = int64_t(tokens.size());
   Transformer tf(m, mode);
-  KVCache cache(m.config, n);
-  std::vector<float> hidden(size_t(n * H)), all;
-  tf.forward(tokens.data(), {SeqSpan{&cache, 0, 7, 0}}, hidden.data());
-  all.insert(all.end(), hidden.begin(), hidden.begin() + 7 * H);
-  for (int64_t t = 7; t < n; ++t) {
-    tf.forward(tokens.data() + t, {SeqSpan{&cache, 0, 1, t}}, hidden.data());
-    all.insert(all.end(), hidden.begin(), hidden.begin() + H);
-  }
-  return all;
+  return prefill_and_decode_hidden(tf, m.config);
 }
 
 // A random tiny-v3 model exported as a Q8_0 GGUF at path: the config, and the export options.

@@ -9,21 +9,15 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/rng.h"
 #include "io/checkpoint.h"
 #include "kernels/qmatmul.h"
+#include "../model/model_test_util.h"
 #include "model/transformer.h"
 
 using namespace whale;
+using whale::testing::random_values;
 
 namespace {
-
-std::vector<float> random_values(int64_t n, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = float(rng.normal());
-  return v;
-}
 
 std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x, int64_t rows, int64_t k) {
   std::vector<uint8_t> q(ggml_row_size(t, k) * size_t(rows));

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "../io/io_test_util.h"
-#include "core/rng.h"
+#include "model_test_util.h"
 #include "infer/generate.h"
 #include "io/checkpoint.h"
 #include "io/gguf_model.h"
@@ -20,33 +20,18 @@
 #include "model/transformer.h"
 
 using namespace whale;
+using whale::testing::prefill_and_decode_hidden;
+using whale::testing::random_values;
 using whale::testing::TempDir;
 
 namespace {
 
-std::vector<float> random_values(int64_t n, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = float(rng.normal());
-  return v;
-}
-
 // Hidden states of a 7-token prefill followed by two decode steps (absorbed decode rows).
 std::vector<float> hidden_states(const Model& m, AttentionMode mode, bool quantised, bool fused = true) {
-  const std::vector<int32_t> tokens{5, 9, 300, 17, 42, 8, 77, 3, 11};
-  const int64_t H = m.config.hidden_size, n = int64_t(tokens.size());
   Transformer tf(m, mode);
   tf.set_quantised_absorption(quantised);
   tf.set_fused_absorption(fused);
-  KVCache cache(m.config, n);
-  std::vector<float> hidden(size_t(n * H)), all;
-  tf.forward(tokens.data(), {SeqSpan{&cache, 0, 7, 0}}, hidden.data());
-  all.insert(all.end(), hidden.begin(), hidden.begin() + 7 * H);
-  for (int64_t t = 7; t < n; ++t) {
-    tf.forward(tokens.data() + t, {SeqSpan{&cache, 0, 1, t}}, hidden.data());
-    all.insert(all.end(), hidden.begin(), hidden.begin() + H);
-  }
-  return all;
+  return prefill_and_decode_hidden(tf, m.config);
 }
 
 double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {

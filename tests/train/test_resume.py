@@ -12,6 +12,7 @@ usage: test_resume.py WHALE_BINARY WORKDIR SOURCE_DIR
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -115,7 +116,6 @@ if kills < 6:
 print(f"crash safety: {kills} SIGKILLs, the latest checkpoint loaded after each")
 
 # 3. a BF16 / FP8 run also reports its weights' validation loss under an FP32 forward; FP32 runs do not
-import re
 data_v = os.path.join(WORK, "data-val")  # 5 documents: hold 2 out so that there is a validation split
 run("data", "prepare", "--tokenizer", tok, "--out", data_v, "--val-fraction", "0.3", sample)
 short = ["--data", data_v, "--preset", "tiny", "--steps", "4", "--batch", "4", "--seq-len", "32", "--eval-windows", "4",

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <unordered_map>
@@ -267,6 +268,30 @@ TrainGraph::~TrainGraph() {  // out of line: Bf16State is complete here
   for (auto* a : acts_) delete a;
 }
 
+unsigned parse_fp8_fp32_parts(const std::string& list) {
+  static const std::map<std::string, unsigned> names = {
+      {"x", kFp8Activations}, {"w", kFp8Weights}, {"dy", kFp8OutputGrads}, {"wgrad", kFp8Wgrad},
+      {"attn", kFp8Attention}, {"experts", kFp8Experts}, {"mlp", kFp8Mlp}};
+  unsigned parts = 0;
+  size_t begin = 0;
+  while (begin <= list.size() && !list.empty()) {
+    const size_t end = std::min(list.find(',', begin), list.size());
+    const std::string name = list.substr(begin, end - begin);
+    const auto it = names.find(name);
+    if (it == names.end())
+      throw Error("WHALE_FP8_FP32", "lists '" + name + "'; expected a comma-separated list of x, w, dy, wgrad, attn, "
+                                    "experts, mlp");
+    parts |= it->second;
+    begin = end + 1;
+  }
+  return parts;
+}
+
+unsigned fp8_fp32_parts_from_env() {
+  const char* env = std::getenv("WHALE_FP8_FP32");
+  return env ? parse_fp8_fp32_parts(env) : 0u;
+}
+
 void TrainGraph::set_precision(const std::string& name) {
   if (name == "fp32") precision_ = TrainPrecision::FP32;
   else if (name == "bf16") precision_ = TrainPrecision::BF16;
@@ -314,6 +339,11 @@ struct Quantizer {
   TrainPrecision precision = TrainPrecision::FP32;
   Bf16State* fast = nullptr;  // BF16 through oneDNN (null: simulated)
   std::vector<float> xq, wq, dyq;
+  // FP8 mode only: parts kept in FP32 (WHALE_FP8_FP32, an experiment knob) and the module whose
+  // projections run now (set by the layer code before its GEMMs).
+  unsigned fp32_parts = 0;
+  unsigned module = kFp8Attention;
+  bool fp8(unsigned part) const { return (fp32_parts & (part | module)) == 0; }
 
   const float* rows(const float* x, int64_t M, int64_t K, std::vector<float>& buf) {
     if (precision == TrainPrecision::FP32) return x;
@@ -350,9 +380,11 @@ struct Quantizer {
       fast->gemm.gemm(false, true, M, N, K, 1.0f, x16, K, fast->weight(W), K, accumulate ? 1.0f : 0.0f, y, N);
       return;
     }
-    const float* xq_ = rows(x, M, W.cols(), xq);
-    if (accumulate) whale::linear_accumulate(xq_, M, weight(W), y);
-    else whale::linear(xq_, M, weight(W), y);
+    const bool fp8_mode = precision == TrainPrecision::FP8;
+    const float* xq_ = fp8_mode && !fp8(kFp8Activations) ? x : rows(x, M, W.cols(), xq);
+    const Tensor wq_ = fp8_mode && !fp8(kFp8Weights) ? W : weight(W);
+    if (accumulate) whale::linear_accumulate(xq_, M, wq_, y);
+    else whale::linear(xq_, M, wq_, y);
   }
   void linear_accumulate(const float* x, int64_t M, const Tensor& W, float* y) { linear(x, M, W, y, true); }
   void linear_backward(const float* x, int64_t M, const Tensor& W, const float* dy, float* dx, bool acc, float* dW,
@@ -375,7 +407,13 @@ struct Quantizer {
       return;
     }
     // Dgrad contracts over dy's channels: dy in 1x128 tiles, W in 128x128 blocks.
-    if (dx) whale::linear_backward(nullptr, M, weight(W), rows(dy, M, W.rows(), dyq), dx, acc, nullptr);
+    if (dx)
+      whale::linear_backward(nullptr, M, fp8(kFp8Weights) ? weight(W) : W,
+                             fp8(kFp8OutputGrads) ? rows(dy, M, W.rows(), dyq) : dy, dx, acc, nullptr);
+    if (!fp8(kFp8Wgrad)) {
+      whale::linear_backward(x, M, W, dy, nullptr, false, dW);
+      return;
+    }
     // Wgrad contracts over tokens: both operands in 128x1 tiles (V3 section 3.5.2).
     dyq.resize(size_t(M * W.rows()));
     xq.resize(size_t(M * W.cols()));
@@ -430,6 +468,7 @@ struct LayerContext {
 
 void mlp_forward(Quantizer& q, const MlpWeights& w, const float* xn, int64_t N, std::vector<float>& g,
                  std::vector<float>& u, std::vector<float>& act, float* x) {
+  q.module = kFp8Mlp;
   const int64_t I = w.gate_proj.rows();
   resize(g, N * I);
   resize(u, N * I);
@@ -444,6 +483,7 @@ void mlp_forward(Quantizer& q, const MlpWeights& w, const float* xn, int64_t N, 
 void mlp_backward(Quantizer& q, TrainScratch& ws, const MlpWeights& w, MlpWeights* gw, const float* xn, int64_t N,
                   const std::vector<float>& g, const std::vector<float>& u, const std::vector<float>& act,
                   const float* dy, float* dxn) {
+  q.module = kFp8Mlp;
   const int64_t I = w.gate_proj.rows();
   std::vector<float>&dact = zeros(ws.dact, N * I), &dg = zeros(ws.dg, N * I), &du = zeros(ws.du, N * I);
   q.linear_backward(act.data(), N, w.down_proj, dy, dact.data(), false, gw->down_proj.f32(), false, act.data());
@@ -453,6 +493,7 @@ void mlp_backward(Quantizer& q, TrainScratch& ws, const MlpWeights& w, MlpWeight
 }
 
 void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivations& a) {
+  ctx.q->module = kFp8Attention;  // o_proj too (layer_forward)
   const ModelConfig& c = ctx.c;
   const int64_t B = ctx.B, T = ctx.T, N = B * T;
   const int64_t heads = c.num_attention_heads, qhd = c.qk_head_dim(), nope = c.qk_nope_head_dim;
@@ -513,6 +554,7 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
 // d_attn: gradient of the attention output [N, heads * v]; accumulates into dxn1.
 void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& gw, const LayerActivations& a,
                         const float* d_attn, float* dxn1) {
+  ctx.q->module = kFp8Attention;
   const ModelConfig& c = ctx.c;
   const int64_t B = ctx.B, T = ctx.T, N = B * T;
   const int64_t heads = c.num_attention_heads, qhd = c.qk_head_dim(), nope = c.qk_nope_head_dim;
@@ -616,6 +658,7 @@ void moe_forward(const LayerContext& ctx, const LayerWeights& w, LayerActivation
   resize(a.eact, N * K * I);
   resize(a.eout, N * K * H);
   std::vector<float>& xe = zeros(ctx.ws->xe, N * K * H);
+  ctx.q->module = kFp8Experts;
   for (int64_t e = 0; e < E; ++e) {
     const int64_t lo = a.offsets[size_t(e)], n = a.offsets[size_t(e + 1)] - lo;
     load[size_t(e)] += n;
@@ -681,6 +724,7 @@ void moe_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights& 
   const int64_t I = c.moe_intermediate_size;
   TrainScratch& ws = *ctx.ws;
   std::vector<float>& dgate_w = zeros(ws.dgate_w, N * K);
+  ctx.q->module = kFp8Experts;
   std::vector<float>&xe = zeros(ws.xe, N * K * H), &dye = zeros(ws.dye, N * K * H), &dxe = zeros(ws.dxe, N * K * H);
   std::vector<float>&dact = zeros(ws.edact, N * K * I), &dg = zeros(ws.edg, N * K * I), &du = zeros(ws.edu, N * K * I);
   for (int64_t e = 0; e < E; ++e) {
@@ -781,6 +825,7 @@ void layer_backward(const LayerContext& ctx, const LayerWeights& w, LayerWeights
   rmsnorm_backward(a.x_mid.data(), w.post_attention_layernorm.f32(), a.r2.data(), dxn.data(), dx,
                    gw.post_attention_layernorm.f32(), N, H, true);
   std::vector<float>& dattn = zeros(ctx.ws->dattn, N * c.num_attention_heads * c.v_head_dim);
+  ctx.q->module = kFp8Attention;
   ctx.q->linear_backward(a.attn.data(), N, w.attn.o_proj, dx, dattn.data(), false, gw.attn.o_proj.f32(), false,
                          a.attn.data());
   std::fill(dxn.begin(), dxn.end(), 0.0f);
@@ -808,6 +853,7 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   rep.expert_load.assign(size_t(slots), std::vector<int64_t>(size_t(c.n_routed_experts), 0));
   Quantizer quant;
   quant.precision = precision_;
+  if (precision_ == TrainPrecision::FP8) quant.fp32_parts = fp8_fp32_parts_from_env();
   if (precision_ == TrainPrecision::BF16 && !simulate_bf16_) {
     if (!bf16_) bf16_ = std::make_unique<Bf16State>();
     bf16_->new_step();  // the optimizer moved the weights since the last step

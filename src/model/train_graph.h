@@ -62,6 +62,21 @@ struct TrainScratch;      // per-layer temporaries reused across layers and step
 
 enum class TrainPrecision { FP32, BF16, FP8 };
 
+// An experiment knob for FP8 mode (bench and tests only; it changes nothing when unset): the
+// environment variable WHALE_FP8_FP32 lists parts of the FP8 recipe to keep in FP32, comma-separated:
+// by role, x (activations entering Fprop), w (weights, in Fprop and Dgrad), dy (output gradients
+// entering Dgrad), wgrad (both Wgrad operands); by module, attn (MLA projections and o_proj),
+// experts (routed experts), mlp (shared experts and dense MLPs). Used to find which part of the
+// rounding moves a training run.
+enum : unsigned {
+  kFp8Activations = 1, kFp8Weights = 2, kFp8OutputGrads = 4, kFp8Wgrad = 8,
+  kFp8Attention = 16, kFp8Experts = 32, kFp8Mlp = 64,
+};
+// Parses such a list ("" = none); an unknown name is an Error naming it.
+unsigned parse_fp8_fp32_parts(const std::string& list);
+// parse_fp8_fp32_parts(getenv("WHALE_FP8_FP32")), 0 when unset.
+unsigned fp8_fp32_parts_from_env();
+
 class TrainGraph {
  public:
   explicit TrainGraph(const Model& model);

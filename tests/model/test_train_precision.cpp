@@ -1,10 +1,14 @@
 // Simulated BF16 / FP8 compute (DeepSeek-V3's E4M3 recipe) against FP32 on one training step:
 // each mode must perturb the gradient (the quantisers are applied), FP8 more than BF16 (E4M3
-// keeps 4 significant bits, BF16 8), and keep its direction.
+// keeps 4 significant bits, BF16 8), and keep its direction. And the FP8 experiment knob
+// WHALE_FP8_FP32 (model/train_graph.h), which keeps parts of the recipe in FP32.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+
+#include "core/error.h"
 
 #include "core/rng.h"
 #include "io/checkpoint.h"
@@ -19,7 +23,10 @@ struct StepResult {
   std::vector<float> grad;  // every gradient buffer, concatenated
 };
 
-StepResult step(const std::string& precision) {
+// fp32_parts: WHALE_FP8_FP32 for this step (null: unset).
+StepResult step(const std::string& precision, const char* fp32_parts = nullptr) {
+  if (fp32_parts) setenv("WHALE_FP8_FP32", fp32_parts, 1);
+  else unsetenv("WHALE_FP8_FP32");
   ModelConfig c = load_model_config(std::string(WHALE_SOURCE_DIR) + "/configs/tiny-v3.json");
   InitOptions init;
   init.seed = 5;
@@ -36,6 +43,7 @@ StepResult step(const std::string& precision) {
   lo.balance_alpha = 1e-4;
   StepResult r;
   r.loss = graph.forward_backward(TrainBatch{B, T, tokens.data(), nullptr}, lo, grads).loss;
+  unsetenv("WHALE_FP8_FP32");
   for (const auto& s : grads.storage) r.grad.insert(r.grad.end(), s.begin(), s.end());
   return r;
 }
@@ -73,4 +81,33 @@ TEST(TrainPrecision, Bf16AndFp8PerturbTheGradientByTheirPrecision) {
   EXPECT_NE(fp8.loss, fp32.loss);
   std::printf("relative gradient error: bf16 %.2e (cos %.6f), fp8 %.2e (cos %.6f); loss fp32 %.6f bf16 %.6f fp8 %.6f\n",
               bf16_err, bf16_cos, fp8_err, fp8_cos, fp32.loss, bf16.loss, fp8.loss);
+}
+
+// Each part of the knob must reach the GEMMs it names (keeping it in FP32 moves the gradient away
+// from full FP8 without reaching FP32), all roles or all modules together must give FP32's
+// gradient, and a wrong name is an Error that names it.
+TEST(TrainPrecision, Fp8PartsKeptInFp32ReachTheirGemms) {
+  const std::vector<float> fp32 = step("fp32").grad, fp8 = step("fp8").grad;
+  ASSERT_GT(compare(fp8, fp32).first, 1e-2);
+  EXPECT_LT(compare(step("fp8", "x,w,dy,wgrad").grad, fp32).first, 1e-5);
+  EXPECT_LT(compare(step("fp8", "attn,experts,mlp").grad, fp32).first, 1e-5);
+  EXPECT_EQ(compare(step("fp8", "").grad, fp8).first, 0.0);  // an empty list is plain FP8
+  for (const char* part : {"x", "w", "dy", "wgrad", "attn", "experts", "mlp"}) {
+    const std::vector<float> g = step("fp8", part).grad;
+    EXPECT_GT(compare(g, fp8).first, 1e-4) << part << " changed nothing";
+    EXPECT_GT(compare(g, fp32).first, 1e-4) << part << " turned off all of FP8";
+  }
+}
+
+TEST(TrainPrecision, Fp8PartsListIsParsedAndAWrongNameIsAnError) {
+  EXPECT_EQ(parse_fp8_fp32_parts(""), 0u);
+  EXPECT_EQ(parse_fp8_fp32_parts("wgrad"), unsigned(kFp8Wgrad));
+  EXPECT_EQ(parse_fp8_fp32_parts("x,experts"), unsigned(kFp8Activations | kFp8Experts));
+  try {
+    parse_fp8_fp32_parts("x,weights");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'weights'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("WHALE_FP8_FP32"), std::string::npos) << e.what();
+  }
 }

@@ -19,6 +19,7 @@
 #include "infer/speculative.h"
 #include "kernels/cpu_features.h"
 #include "kernels/qmatmul.h"
+#include "kernels/qmatmul_simd.h"
 #include "io/checkpoint.h"
 
 #include "bench_util.h"
@@ -153,7 +154,9 @@ int main(int argc, char** argv) {
   app.add_option("--absorb", absorb, "Absorbed MLA products on a quantised split k_b/v_b: int8 or f32 "
                                      "(default: WHALE_ABSORB, else f32)")
       ->check(CLI::IsMember({"int8", "f32"}));
-  int64_t ab_rounds = 0;
+  int64_t ab_rounds = 0, ab_prefetch = 0;
+  app.add_option("--ab-prefetch", ab_prefetch, "Then alternate the decode kernel's linear weight prefetch off and on this "
+                 "many rounds of --decode steps each in this process; print median wall and CPU ms per step");
   app.add_option("--ab-absorb", ab_rounds, "Then alternate f32 and int8 absorption this many rounds of --decode "
                                            "steps each in this process; print median wall and CPU ms per step");
   CLI11_PARSE(app, argc, argv);
@@ -262,6 +265,28 @@ int main(int argc, char** argv) {
       std::printf("ab absorption: greedy tokens int8 vs f32 %s (first %lld of %zu agree); fused vs unfused %s\n",
                   tokens[0] == tokens[1] ? "identical" : "differ", (long long)same, tokens[0].size(),
                   tokens[1] == tokens[2] ? "identical" : "DIFFER");
+    }
+    if (ab_prefetch > 0) {
+      // The same generator in the same process, interleaved: only the kernel's prefetch changes.
+      const size_t on = simd::qgemm_prefetch_bytes() > 0 ? simd::qgemm_prefetch_bytes() : size_t(48) << 10;
+      const size_t setting[2] = {0, on};
+      std::vector<double> wall[2], cpu[2];
+      std::vector<int32_t> tokens[2];
+      for (int64_t r = 0; r < ab_prefetch; ++r)
+        for (int k = 0; k < 2; ++k) {
+          simd::set_qgemm_prefetch_bytes(setting[k]);
+          double w = 0, cs = 0;
+          tokens[k] = decode_step_seconds(gen, p, decode, &w, &cs);
+          wall[k].push_back(w);
+          cpu[k].push_back(cs);
+        }
+      simd::set_qgemm_prefetch_bytes(on);
+      for (int k = 0; k < 2; ++k)
+        std::printf("ab prefetch %3zu KiB (median of %lld rounds of %lld steps): %.1f ms wall, %.1f ms CPU per step; "
+                    "%.2f tok/s\n",
+                    setting[k] >> 10, (long long)ab_prefetch, (long long)decode, 1e3 * median(wall[k]),
+                    1e3 * median(cpu[k]), 1.0 / median(wall[k]));
+      std::printf("ab prefetch: greedy tokens %s\n", tokens[0] == tokens[1] ? "identical" : "DIFFER");
     }
     std::printf("kv cache: %lld bytes/token (latent %lld + rope %lld floats x %lld layers)\n",
                 (long long)KVCache::bytes_per_token(c), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,

@@ -96,11 +96,33 @@ WHALE_VNNI inline void transpose_block(const uint8_t* W, size_t w_stride, int64_
 }
 
 // Software prefetch of block b of the tile's rows (about a pair of blocks per cache line):
-// without it the 16 row streams leave the loads waiting on memory.
+// without it the 16 row streams leave the loads waiting on memory (several activation rows:
+// tile_direct<C >= 2>, AMX).
 const int64_t kAhead = [] {
   const char* env = std::getenv("WHALE_QGEMM_AHEAD");
   return env ? std::atoll(env) : 8;
 }();
+
+// The decode kernel (one activation row, tile_row1) prefetches linearly instead: a tile's 16
+// rows are one contiguous region read block by block (16 strided streams), and consecutive
+// tiles are consecutive regions, so per block it prefetches the next 576 bytes (>= the 544 of
+// a tile's block) prefetch_bytes ahead into L2, up to the end of the call's rows: one front
+// moving through the weights ahead of the 16 streams. On the full V2-Lite Q8_0 file (2 cores,
+// many 1-6 MB matrices per token) decode went from 5.3-5.8 to 5.9-7.1 tok/s in alternating
+// runs; on one 142 MB matrix, where the hardware prefetchers have long runs to lock on, it
+// changed nothing measurable, and for several activation rows the per-row prefetch above did
+// better there (17 against 14 GB/s at M = 2). WHALE_QGEMM_PREFETCH_KB sets the distance in KiB
+// (default 48; 0 turns it off).
+size_t prefetch_bytes = [] {
+  const char* env = std::getenv("WHALE_QGEMM_PREFETCH_KB");
+  return size_t(env ? std::max<long long>(0, std::atoll(env)) : 48) * 1024;
+}();
+
+inline void prefetch_ahead(const uint8_t* tile, int64_t b, const uint8_t* end) {
+  const uint8_t* p = tile + prefetch_bytes + size_t(b) * (kTile * sizeof(block_q8_0));
+  for (int l = 0; l < 9 * 64; l += 64)
+    if (p + l < end) _mm_prefetch(reinterpret_cast<const char*>(p + l), _MM_HINT_T1);
+}
 
 inline void prefetch_rows(const uint8_t* W, size_t w_stride, int64_t rows, int64_t b) {
   const int64_t n_end = std::min<int64_t>(rows, kTile);
@@ -157,7 +179,7 @@ WHALE_VNNI inline void store(const __m512 acc[C], int64_t rows, float* y, int64_
   }
 }
 
-// Up to 16 weight rows x C activation rows, transposing each block in registers.
+// Up to 16 weight rows x C (2-16) activation rows, transposing each block in registers.
 template <int C>
 WHALE_VNNI void tile_direct(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X,
                             size_t x_stride, float* y, int64_t ldy, bool accumulate) {
@@ -165,13 +187,51 @@ WHALE_VNNI void tile_direct(int64_t nb, const uint8_t* W, size_t w_stride, int64
 #pragma GCC unroll 16
   for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    // Not at M = 1 (decode): left as it was measured, bandwidth-bound with the prefetchers alone.
-    if (C > 1 && kAhead > 0 && b % 2 == 0 && b + kAhead < nb) prefetch_rows(W, w_stride, rows, b + kAhead);
+    if (kAhead > 0 && b % 2 == 0 && b + kAhead < nb) prefetch_rows(W, w_stride, rows, b + kAhead);
     __m512i t[8];
     transpose_block(W, w_stride, rows, b, t);
     block_step<C>(t, weight_scales(W, w_stride, rows, b), b, nb, X, x_stride, acc);
   }
   store<C>(acc, rows, y, ldy, accumulate);
+}
+
+// One activation row (decode) without the transpose: register j holds rows j and j + 8's 32
+// quants of block b (+128), and vpdpbusd against the activation block in both halves leaves 8
+// partial sums per row; three unpack/add levels reduce them to one lane per row. The integer
+// dots are the same as the transposed kernel's, so are the bits; 14 shuffles per block instead
+// of 24 (with the weights in L2, one core: 32-35 instead of 30-32 GB/s).
+WHALE_VNNI void tile_row1(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X, float* y,
+                          bool accumulate, const uint8_t* prefetch_end) {
+  const __m512i offset = _mm512_set1_epi8(char(0x80));
+  const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    if (prefetch_bytes > 0) prefetch_ahead(W, b, prefetch_end);
+    const uint8_t* q = W + size_t(b) * sizeof(block_q8_0) + offsetof(block_q8_0, qs);
+    auto row = [&](int n) {
+      return n < rows ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(n) * w_stride))
+                      : _mm256_setzero_si256();
+    };
+    const __m512i xb = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x_quants(X) + b * QK8_0)));
+    __m512i d[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m512i a = _mm512_inserti64x4(_mm512_castsi256_si512(row(j)), row(j + 8), 1);
+      d[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(a, offset), xb);
+    }
+    __m512i s[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j)
+      s[j] = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2 * j], d[2 * j + 1]), _mm512_unpackhi_epi32(d[2 * j], d[2 * j + 1]));
+    const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi64(s[0], s[1]), _mm512_unpackhi_epi64(s[0], s[1]));
+    const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi64(s[2], s[3]), _mm512_unpackhi_epi64(s[2], s[3]));
+    const __m512i dot = _mm512_add_epi32(
+        _mm512_add_epi32(_mm512_permutex2var_epi64(t0, lo, t1), _mm512_permutex2var_epi64(t0, hi, t1)),
+        _mm512_set1_epi32(x_corrections(X, nb)[b]));
+    const __m512 scale = _mm512_mul_ps(weight_scales(W, w_stride, rows, b), _mm512_set1_ps(x_scales(X, nb)[b]));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
+  }
+  store<1>(&acc, rows, y, 0, accumulate);
 }
 
 // The same from a panel: per block, the 8 transposed registers and then the 16 scales.
@@ -211,7 +271,7 @@ constexpr DirectFn direct_table[] = {tile_direct<C>...};
 template <int... C>
 constexpr PanelFn panel_table[] = {tile_panel<C>...};
 
-constexpr const DirectFn* kDirect = direct_table<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
+constexpr const DirectFn* kDirect = direct_table<2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
 constexpr const PanelFn* kPanel = panel_table<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
 
 
@@ -456,6 +516,9 @@ WHALE_AMX void gemm_amx(int64_t nb, const uint8_t* W, size_t w_stride, int64_t r
 
 }  // namespace
 
+void set_qgemm_prefetch_bytes(size_t bytes) { prefetch_bytes = bytes; }
+size_t qgemm_prefetch_bytes() { return prefetch_bytes; }
+
 void pack_q8_0(const block_q8_0* x, int64_t nb, uint8_t* out) {
   float* scales = reinterpret_cast<float*>(out + size_t(nb) * QK8_0);
   int32_t* corrections = reinterpret_cast<int32_t*>(out + size_t(nb) * (QK8_0 + 4));
@@ -503,7 +566,13 @@ WHALE_VNNI void gemm_q8_0_vnni(int64_t nb, const uint8_t* W, size_t w_stride, in
     return gemm_amx(nb, W, w_stride, rows, X, x_stride, M, y, ldy, accumulate);
   }
   if (M <= kTile) {
-    const DirectFn f = kDirect[M - 1];
+    if (M == 1) {
+      const uint8_t* end = W + size_t(rows - 1) * w_stride + size_t(nb) * sizeof(block_q8_0);
+      for (int64_t n = 0; n < rows; n += kTile)
+        tile_row1(nb, W + size_t(n) * w_stride, w_stride, std::min<int64_t>(kTile, rows - n), X, y + n, accumulate, end);
+      return;
+    }
+    const DirectFn f = kDirect[M - 2];
     for (int64_t n = 0; n < rows; n += kTile)
       f(nb, W + size_t(n) * w_stride, w_stride, std::min<int64_t>(kTile, rows - n), X, x_stride, y + n, ldy, accumulate);
     return;

@@ -64,7 +64,7 @@ class Transformer {
   // and ctx quantised to 8 bits per block like any activation); off, their rows are dequantised
   // to F32 per step (bit-identical to the loader's F32 join). On changes the sums' order and adds
   // the activations' rounding, within the Q8_0 tolerance (tests/model/test_int8_absorption.cpp).
-  // The default comes from WHALE_ABSORB (int8 or f32; f32 when unset).
+  // The default comes from WHALE_ABSORB (int8 or f32; int8 when unset).
   void set_quantised_absorption(bool on) { quantised_absorption_ = on; }
   bool quantised_absorption() const { return quantised_absorption_; }
   // With quantised absorption, a step of one or two absorbed rows runs W_UK, the attention and
@@ -104,7 +104,7 @@ class Transformer {
   std::vector<float> q_scratch_, kv_scratch_;
   std::vector<RouterStats> router_stats_;     // per layer slot
   bool fused_moe_ = true;
-  bool quantised_absorption_ = false;
+  bool quantised_absorption_ = true;
   bool fuse_absorption_ = true;
   // MoE scratch (grown only): chosen experts [T, k], assignments grouped by expert.
   std::vector<int32_t> moe_chosen_;

@@ -21,8 +21,12 @@ using whale::testing::TempDir;
 namespace {
 
 // Hidden states of a 7-token prefill followed by two decode steps.
+// With F32 absorption (the int8 one, the default, rounds q_nope and ctx to 8 bits: its own
+// tests are in tests/model/test_quantised_absorption.cpp), so that the split views and the
+// loader's F32 join must agree bit for bit.
 std::vector<float> hidden_states(const Model& m, AttentionMode mode) {
   Transformer tf(m, mode);
+  tf.set_quantised_absorption(false);
   return prefill_and_decode_hidden(tf, m.config);
 }
 

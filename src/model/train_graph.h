@@ -56,9 +56,9 @@ struct Gradients {
   void zero();
 };
 
-struct LayerActivations;  // defined in train_graph.cpp
-struct Bf16State;         // oneDNN BF16 GEMM and its operand buffers (train_graph.cpp)
-struct TrainScratch;      // per-layer temporaries reused across layers and steps (train_graph.cpp)
+struct LayerActivations;  // defined in train_layer.h
+struct Bf16State;         // oneDNN BF16 GEMM and its operand buffers (train_layer.h)
+struct TrainScratch;      // per-layer temporaries reused across layers and steps (train_layer.h)
 
 enum class TrainPrecision { FP32, BF16, FP8 };
 

@@ -89,6 +89,30 @@ TEST(QuantGemm, Q8_0IsTheScalarFmaChainBitForBit) {
   }
 }
 
+TEST(QuantGemm, Q8_0ExtremeWeightQuantsAreExact) {
+  if (!cpu_supports(KernelPath::Avx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  // A file may hold -128 (quantize_row_q8_0 never writes it): the kernels' +128 offset must
+  // still give the exact dot. Weights of only -128 and 127, activations at +-127 (all-ones
+  // activations quantise to 127), for the decode kernel (M = 1), the transposed tiles and AMX.
+  const int64_t nb = 9, K = nb * QK8_0, N = 19;
+  std::vector<block_q8_0> wq(size_t(N * nb));
+  for (size_t i = 0; i < wq.size(); ++i) {
+    wq[i].d = f32_to_f16(0.01f * float(1 + i % 7));
+    for (int j = 0; j < QK8_0; ++j) wq[i].qs[j] = int8_t((i + size_t(j)) % 3 == 0 ? 127 : -128);
+  }
+  for (int64_t M : {1, 2, 8}) {
+    std::vector<float> xf(size_t(M * K));
+    for (size_t i = 0; i < xf.size(); ++i) xf[i] = i % 5 == 0 ? -1.0f : 1.0f;
+    const auto xq = quantize_q8_0(xf, M, K);
+    ASSERT_EQ(std::abs(int(xq[0].qs[0])), 127);
+    std::vector<float> y(size_t(M * N));
+    qmatmul(GgmlType::Q8_0, wq.data(), N, K, xf.data(), M, y.data(), false, KernelPath::Avx512Vnni);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n)
+        ASSERT_EQ(y[size_t(m * N + n)], fma_chain(wq.data() + n * nb, xq.data() + m * nb, nb)) << "M " << M << " n " << n;
+  }
+}
+
 TEST(QuantGemm, Q8_0MatchesExactBlockReferenceForOddShapes) {
   if (!cpu_supports(KernelPath::Avx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
   for (int64_t nb : {1, 3, 8, 65}) {

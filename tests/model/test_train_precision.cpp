@@ -27,10 +27,13 @@ struct StepResult {
 StepResult step(const std::string& precision, const char* fp32_parts = nullptr, int64_t B = 2, int64_t T = 48) {
   if (fp32_parts) setenv("WHALE_FP8_FP32", fp32_parts, 1);
   else unsetenv("WHALE_FP8_FP32");
-  ModelConfig c = load_model_config(std::string(WHALE_SOURCE_DIR) + "/configs/tiny-v3.json");
-  InitOptions init;
-  init.seed = 5;
-  auto model = init_model(c, init);
+  // One random model for every step (a step reads the weights, it does not change them).
+  static const std::unique_ptr<Model> model = [] {
+    InitOptions init;
+    init.seed = 5;
+    return init_model(load_model_config(std::string(WHALE_SOURCE_DIR) + "/configs/tiny-v3.json"), init);
+  }();
+  const ModelConfig& c = model->config;
   TrainGraph graph(*model);
   graph.set_precision(precision);
   Gradients grads(*model);

@@ -61,11 +61,16 @@ async function main() {
     await page.fill("#extra", '{"min_tokens": 900}');
     await page.fill("#input", "Tell me more.");
     await page.click("#send");
+    // The click happens in the page, in the same poll that sees the first text: the tiny model
+    // streams its 900 tokens in about a second, and a separate page.click could land after the
+    // stream had ended (the button disabled again).
     await page.waitForFunction(() => {
       const m = document.querySelectorAll(".msg.assistant");
-      return m.length === 1 && m[0].querySelector(".reasoning-text").textContent.length > 0;
-    }, null, { timeout: 30000 });
-    await page.click("#stop");
+      const stop = document.querySelector("#stop");
+      if (m.length !== 1 || m[0].querySelector(".reasoning-text").textContent.length === 0 || stop.disabled) return false;
+      stop.click();
+      return true;
+    }, null, { timeout: 30000, polling: 5 });
     await page.waitForSelector(".msg.assistant.finished", { timeout: 10000 });
     t.ok(/stopped/.test(await page.locator(".msg.assistant .meta").last().textContent()), "stop button stops");
     t.ok(!(await page.locator("#send").isDisabled()), "send enabled again");

@@ -152,7 +152,7 @@ int main(int argc, char** argv) {
   app.add_option("--quantize", quantize, "Requantise the projections at load (q8_0, q4_0, q4_k, q6_k)");
   std::string absorb;
   app.add_option("--absorb", absorb, "Absorbed MLA products on a quantised split k_b/v_b: int8 or f32 "
-                                     "(default: WHALE_ABSORB, else f32)")
+                                     "(default: WHALE_ABSORB, else int8)")
       ->check(CLI::IsMember({"int8", "f32"}));
   int64_t ab_rounds = 0, ab_prefetch = 0;
   app.add_option("--ab-prefetch", ab_prefetch, "Then alternate the decode kernel's linear weight prefetch off and on this "
@@ -268,7 +268,7 @@ int main(int argc, char** argv) {
     }
     if (ab_prefetch > 0) {
       // The same generator in the same process, interleaved: only the kernel's prefetch changes.
-      const size_t on = simd::qgemm_prefetch_bytes() > 0 ? simd::qgemm_prefetch_bytes() : size_t(48) << 10;
+      const size_t on = simd::qgemm_prefetch_bytes() > 0 ? simd::qgemm_prefetch_bytes() : simd::kQgemmPrefetchDefault;
       const size_t setting[2] = {0, on};
       std::vector<double> wall[2], cpu[2];
       std::vector<int32_t> tokens[2];

@@ -115,7 +115,7 @@ const int64_t kAhead = [] {
 // (default 48; 0 turns it off).
 size_t prefetch_bytes = [] {
   const char* env = std::getenv("WHALE_QGEMM_PREFETCH_KB");
-  return size_t(env ? std::max<long long>(0, std::atoll(env)) : 48) * 1024;
+  return env ? size_t(std::max<long long>(0, std::atoll(env))) * 1024 : kQgemmPrefetchDefault;
 }();
 
 inline void prefetch_ahead(const uint8_t* tile, int64_t b, const uint8_t* end) {

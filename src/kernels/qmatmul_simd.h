@@ -35,7 +35,9 @@ void quantize_pack_q8_0(const float* x, int64_t nb, uint8_t* out);
 void gemm_q8_0_vnni(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X, size_t x_stride,
                     int64_t M, float* y, int64_t ldy, bool accumulate);
 // How far ahead (bytes) the one-activation-row (decode) kernel prefetches the weights; 0 turns it
-// off. Defaults to WHALE_QGEMM_PREFETCH_KB (KiB) or 48 KiB; for same-process A/B measurements.
+// off. Defaults to WHALE_QGEMM_PREFETCH_KB (KiB) or kQgemmPrefetchDefault; for same-process A/B
+// measurements.
+constexpr size_t kQgemmPrefetchDefault = size_t(48) << 10;
 void set_qgemm_prefetch_bytes(size_t bytes);
 size_t qgemm_prefetch_bytes();
 

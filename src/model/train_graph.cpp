@@ -195,6 +195,7 @@ void TrainGraph::set_precision(const std::string& name) {
   else if (name == "bf16") precision_ = TrainPrecision::BF16;
   else if (name == "fp8") precision_ = TrainPrecision::FP8;
   else throw Error("--precision", "'" + name + "' is not a compute mode (expected fp32, bf16 or fp8)");
+  fp8_fp32_parts_ = precision_ == TrainPrecision::FP8 ? fp8_fp32_parts_from_env() : 0u;
 }
 
 size_t TrainGraph::activation_bytes() const {
@@ -236,7 +237,7 @@ LossReport TrainGraph::run(const TrainBatch& batch, const LossOptions& options, 
   rep.expert_load.assign(size_t(slots), std::vector<int64_t>(size_t(c.n_routed_experts), 0));
   Quantizer quant;
   quant.precision = precision_;
-  if (precision_ == TrainPrecision::FP8) quant.fp32_parts = fp8_fp32_parts_from_env();
+  quant.fp32_parts = fp8_fp32_parts_;
   if (precision_ == TrainPrecision::BF16 && !simulate_bf16_) {
     if (!bf16_) bf16_ = std::make_unique<Bf16State>();
     bf16_->new_step();  // the optimizer moved the weights since the last step

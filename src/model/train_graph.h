@@ -82,6 +82,7 @@ class TrainGraph {
   explicit TrainGraph(const Model& model);
   ~TrainGraph();
   // fp32, bf16 or fp8: the simulated compute precision of the decoder layers' projections.
+  // For fp8 it also reads WHALE_FP8_FP32 (above), once.
   void set_precision(const std::string& name);
   // BF16 mode runs on oneDNN's BF16 GEMM where the CPU has a BF16 kernel; true forces the
   // simulation (operands rounded to BF16, then FP32 SGEMM), the definition it is tested against.
@@ -101,7 +102,8 @@ class TrainGraph {
   const ModelConfig& c_;
   Rope rope_;
   std::vector<LayerActivations*> acts_;
-  TrainPrecision precision_ = TrainPrecision::FP32;  // num_hidden_layers + MTP layers
+  TrainPrecision precision_ = TrainPrecision::FP32;
+  unsigned fp8_fp32_parts_ = 0;  // WHALE_FP8_FP32 as read by set_precision (FP8 only)
   bool simulate_bf16_ = false;
   std::unique_ptr<Bf16State> bf16_;  // created on the first BF16 step
   std::unique_ptr<TrainScratch> scratch_;

@@ -63,7 +63,7 @@ class Transformer {
   // W_UV · ctx run as quantised matrix-vector products straight on k_b's and v_b's blocks (q_nope
   // and ctx quantised to 8 bits per block like any activation); off, their rows are dequantised
   // to F32 per step (bit-identical to the loader's F32 join). On changes the sums' order and adds
-  // the activations' rounding, within the Q8_0 tolerance (tests/model/test_int8_absorption.cpp).
+  // the activations' rounding, within the Q8_0 tolerance (tests/model/test_quantised_absorption.cpp).
   // The default comes from WHALE_ABSORB (int8 or f32; int8 when unset).
   void set_quantised_absorption(bool on) { quantised_absorption_ = on; }
   bool quantised_absorption() const { return quantised_absorption_; }

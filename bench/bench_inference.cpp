@@ -10,11 +10,13 @@
 #include <time.h>
 
 #include <algorithm>
+#include <functional>
 #include <chrono>
 #include <cstdio>
 #include <vector>
 
 #include "core/error.h"
+#include "core/phase_timer.h"
 #include "infer/generate.h"
 #include "infer/speculative.h"
 #include "kernels/cpu_features.h"
@@ -146,6 +148,13 @@ int main(int argc, char** argv) {
   app.add_option("--decode", decode, "Tokens to decode")->capture_default_str();
   app.add_option("--batch", batch, "Sequences decoded together")->capture_default_str();
   app.add_flag("--speculative", speculative, "Also decode with MTP speculative decoding (greedy) and compare");
+  int64_t roofline_rounds = 0;
+  app.add_option("--roofline-rounds", roofline_rounds, "Then alternate N rounds of --decode steps with a read-bandwidth "
+                 "probe (best of 3 passes over 1 GiB), and report each round's decode as a fraction of the bandwidth "
+                 "measured beside it (the fairest roofline figure on a machine whose bandwidth drifts)");
+  bool show_phases = false;
+  app.add_flag("--phases", show_phases, "Time the decode by phase (attention projections, attention core, o_proj, "
+               "router, MoE gate/up and down, LM head): ms per step, weight MB read, GB/s");
   bool no_fused_moe = false;
   app.add_flag("--no-fused-moe", no_fused_moe, "Run quantised MoE experts one projection at a time (A/B of the fused path)");
   std::string quantize;
@@ -154,7 +163,11 @@ int main(int argc, char** argv) {
   app.add_option("--absorb", absorb, "Absorbed MLA products on a quantised split k_b/v_b: int8 or f32 "
                                      "(default: WHALE_ABSORB, else int8)")
       ->check(CLI::IsMember({"int8", "f32"}));
-  int64_t ab_rounds = 0, ab_prefetch = 0;
+  int64_t ab_rounds = 0, ab_prefetch = 0, ab_split = 0, ab_single = 0;
+  app.add_option("--ab-qmatmul", ab_single, "Then alternate qmatmul's one-row products by 16-row tiles and as one "
+                 "qmatvec_batch job this many rounds of --decode steps each in this process");
+  app.add_option("--ab-split", ab_split, "Then alternate qmatvec_batch's static and dynamic work split this many rounds "
+                 "of --decode steps each in this process");
   app.add_option("--ab-prefetch", ab_prefetch, "Then alternate the decode kernel's linear weight prefetch off and on this "
                  "many rounds of --decode steps each in this process; print median wall and CPU ms per step");
   app.add_option("--ab-absorb", ab_rounds, "Then alternate f32 and int8 absorption this many rounds of --decode "
@@ -198,7 +211,32 @@ int main(int argc, char** argv) {
     o.stop_at_eos = false;
     const std::vector<int32_t> p = make_prompt(prompts.empty() ? 64 : prompts[0]);
     GenerateStats stats;
+    phases::enabled = show_phases;
+    phases::reset();
     gen.generate(std::vector<std::vector<int32_t>>(size_t(batch), p), o, {}, &stats);
+    phases::enabled = false;
+    if (show_phases) {
+      // Includes the prompt's prefill (its steps are counted in calls but not in decode tokens):
+      // subtract it by timing a prefill of the same prompt alone.
+      const phases::Totals all = phases::totals();
+      phases::enabled = true;
+      phases::reset();
+      prefill_seconds(gen, p);
+      phases::enabled = false;
+      const phases::Totals pre = phases::totals();
+      const double steps = double(std::max<int64_t>(stats.decode_tokens, 1)) / double(batch);
+      double total_s = 0;
+      for (int i = 0; i < phases::kCount; ++i) total_s += all.seconds[i] - pre.seconds[i];
+      std::printf("decode phases (per step, %lld steps; prefill of the prompt subtracted):\n", (long long)stats.decode_tokens);
+      for (int i = 0; i < phases::kCount; ++i) {
+        const double s = (all.seconds[i] - pre.seconds[i]) / steps, b = (all.bytes[i] - pre.bytes[i]) / steps;
+        if (s <= 0 && b <= 0) continue;
+        std::printf("  %-12s %7.2f ms %5.1f%%  %7.1f MB  %5.1f GB/s\n", phases::name(phases::Phase(i)), 1e3 * s,
+                    100.0 * s * steps / total_s, b / 1e6, s > 0 ? b / s / 1e9 : 0.0);
+      }
+      std::printf("  %-12s %7.2f ms (step wall %.2f ms)\n", "timed total", 1e3 * total_s / steps,
+                  1e3 * stats.decode_seconds / steps);
+    }
     const double rss = peak_rss_mib();
     double rss_anon = 0, rss_file = 0;
     rss_by_kind(&rss_anon, &rss_file);
@@ -266,27 +304,73 @@ int main(int argc, char** argv) {
                   tokens[0] == tokens[1] ? "identical" : "differ", (long long)same, tokens[0].size(),
                   tokens[1] == tokens[2] ? "identical" : "DIFFER");
     }
-    if (ab_prefetch > 0) {
-      // The same generator in the same process, interleaved: only the kernel's prefetch changes.
-      const size_t on = simd::qgemm_prefetch_bytes() > 0 ? simd::qgemm_prefetch_bytes() : simd::kQgemmPrefetchDefault;
-      const size_t setting[2] = {0, on};
+    if (roofline_rounds > 0) {
+      const size_t n = (size_t(1) << 30) / sizeof(uint64_t);
+      std::vector<uint64_t> buf(n, 1);
+      std::vector<double> fraction, rates, probes;
+      for (int64_t r = 0; r < roofline_rounds; ++r) {
+        double w = 0, cs = 0;
+        decode_step_seconds(gen, p, decode, &w, &cs);
+        double bw = 0;
+        for (int rep = 0; rep < 3; ++rep) bw = std::max(bw, bench::read_bandwidth_once(buf.data(), n));
+        const double rate = weight_bytes / w / 1e9;
+        rates.push_back(1.0 / w);
+        probes.push_back(bw);
+        fraction.push_back(rate / bw);
+        std::printf("roofline round %lld: %.2f tok/s = %.1f GB/s of weights; probe %.1f GB/s; %.1f%%\n", (long long)r,
+                    1.0 / w, rate, bw, 100.0 * rate / bw);
+      }
+      auto sorted = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v;
+      };
+      const auto f = sorted(fraction), t = sorted(rates), b = sorted(probes);
+      std::printf("roofline (%lld rounds of %lld steps): median %.1f%% of the bandwidth beside it (range %.1f-%.1f%%); "
+                  "decode median %.2f tok/s (%.2f-%.2f); probe median %.1f GB/s (%.1f-%.1f)\n",
+                  (long long)roofline_rounds, (long long)decode, 100.0 * median(fraction), 100.0 * f.front(),
+                  100.0 * f.back(), median(rates), t.front(), t.back(), median(probes), b.front(), b.back());
+    }
+    // Same generator, same process, interleaved: only one knob changes between the two arms.
+    auto ab = [&](const char* knob, int64_t rounds, const char* const names[2], const std::function<void(int)>& set) {
       std::vector<double> wall[2], cpu[2];
       std::vector<int32_t> tokens[2];
-      for (int64_t r = 0; r < ab_prefetch; ++r)
+      for (int64_t r = 0; r < rounds; ++r)
         for (int k = 0; k < 2; ++k) {
-          simd::set_qgemm_prefetch_bytes(setting[k]);
+          set(k);
           double w = 0, cs = 0;
           tokens[k] = decode_step_seconds(gen, p, decode, &w, &cs);
           wall[k].push_back(w);
           cpu[k].push_back(cs);
         }
-      simd::set_qgemm_prefetch_bytes(on);
+      set(1);
       for (int k = 0; k < 2; ++k)
-        std::printf("ab prefetch %3zu KiB (median of %lld rounds of %lld steps): %.1f ms wall, %.1f ms CPU per step; "
-                    "%.2f tok/s\n",
-                    setting[k] >> 10, (long long)ab_prefetch, (long long)decode, 1e3 * median(wall[k]),
-                    1e3 * median(cpu[k]), 1.0 / median(wall[k]));
-      std::printf("ab prefetch: greedy tokens %s\n", tokens[0] == tokens[1] ? "identical" : "DIFFER");
+        std::printf("ab %s %s (median of %lld rounds of %lld steps): %.1f ms wall, %.1f ms CPU per step; %.2f tok/s\n",
+                    knob, names[k], (long long)rounds, (long long)decode, 1e3 * median(wall[k]), 1e3 * median(cpu[k]),
+                    1.0 / median(wall[k]));
+      // Each round's two arms ran back to back: the median of their ratios cancels slow drifts.
+      std::vector<double> ratio;
+      for (size_t r = 0; r < wall[0].size(); ++r) ratio.push_back(wall[1][r] / wall[0][r]);
+      std::vector<double> sorted_ratio = ratio;
+      std::sort(sorted_ratio.begin(), sorted_ratio.end());
+      std::printf("ab %s: greedy tokens %s; step wall, arm 2 / arm 1 per round: median %.3f (range %.3f-%.3f)\n", knob,
+                  tokens[0] == tokens[1] ? "identical" : "DIFFER", median(ratio), sorted_ratio.front(), sorted_ratio.back());
+    };
+    if (ab_prefetch > 0) {
+      const size_t on = simd::qgemm_prefetch_bytes() > 0 ? simd::qgemm_prefetch_bytes() : simd::kQgemmPrefetchDefault;
+      const std::string on_name = std::to_string(on >> 10) + " KiB";
+      const char* names[2] = {"  0 KiB", on_name.c_str()};
+      ab("prefetch", ab_prefetch, names, [&](int k) { simd::set_qgemm_prefetch_bytes(k ? on : 0); });
+    }
+    if (ab_split > 0) {
+      const QmatvecSplit dynamic = qmatvec_split();
+      const std::string dyn_name = "static " + std::to_string(dynamic.static_percent) + "%, chunks of " +
+                                   std::to_string(dynamic.chunk_units);
+      const char* names[2] = {"static", dyn_name.c_str()};
+      ab("work split", ab_split, names, [&](int k) { set_qmatvec_split(k ? dynamic : QmatvecSplit{100, 1}); });
+    }
+    if (ab_single > 0) {
+      const char* names[2] = {"qmatmul tiles   ", "qmatmul as batch"};
+      ab("qmatmul M=1", ab_single, names, [&](int k) { set_qmatmul_single_batch(k == 1); });
     }
     std::printf("kv cache: %lld bytes/token (latent %lld + rope %lld floats x %lld layers)\n",
                 (long long)KVCache::bytes_per_token(c), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -30,8 +31,39 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
       throw Error(path, std::string("mmap failed: ") + std::strerror(errno));
     }
     data_ = static_cast<uint8_t*>(p);
+    populate();
   }
   ::close(fd);
+}
+
+namespace {
+// MemAvailable from /proc/meminfo in bytes (0 when it cannot be read).
+size_t available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  size_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return 0;
+}
+}  // namespace
+
+void MappedFile::populate() {
+  // Map every page now when the file fits in memory (as llama.cpp's MAP_POPULATE does): a MoE
+  // decode step otherwise takes a minor fault per 64 KiB the first time it reads each chosen
+  // expert, which on V2-Lite Q8_0 cost about a tenth of the weights' read rate in the first
+  // hundred tokens (docs/results-inference.md). A file in the page cache maps in well under a
+  // second per 10 GB; a cold one is read from disk here instead of during the first steps.
+  // Larger than memory: pages come and go on demand as before. WHALE_MMAP_POPULATE=0: never.
+  const char* env = std::getenv("WHALE_MMAP_POPULATE");
+  if (env && std::string(env) == "0") return;
+  const size_t available = available_memory();
+  if (available == 0 || size_ > available / 10 * 9) return;
+#ifdef MADV_POPULATE_READ
+  if (::madvise(data_, size_, MADV_POPULATE_READ) == 0) return;
+#endif
+  ::madvise(data_, size_, MADV_WILLNEED);  // older kernels: read ahead at least
 }
 
 MappedFile::~MappedFile() {

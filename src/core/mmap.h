@@ -19,6 +19,7 @@ class MappedFile {
   const std::string& path() const { return path_; }
 
  private:
+  void populate();
   std::string path_;
   uint8_t* data_ = nullptr;
   size_t size_ = 0;

@@ -3,7 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -224,11 +226,33 @@ uint8_t* aligned_scratch(std::vector<uint8_t>& v, size_t bytes) {
 
 }  // namespace
 
+namespace {
+// The knobs below are for same-process A/B measurements (bench_inference --ab-split,
+// --ab-qmatmul); the environment variables set them for a whole run.
+bool batch_single = [] {
+  const char* env = std::getenv("WHALE_QMATMUL_BATCH");
+  return env ? std::atoi(env) != 0 : true;
+}();
+QmatvecSplit split = [] {
+  QmatvecSplit s;
+  if (const char* env = std::getenv("WHALE_SPLIT_STATIC")) s.static_percent = std::clamp(std::atoi(env), 0, 100);
+  if (const char* env = std::getenv("WHALE_SPLIT_CHUNK")) s.chunk_units = std::max<int64_t>(1, std::atoll(env));
+  return s;
+}();
+}  // namespace
+
 void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate,
              KernelPath path) {
   qmatmul_activation_type(t);  // throws for unsupported types
   check_blocks(K, ggml_block_size(t), "qmatmul");
   if (M <= 0 || N <= 0) return;
+  if (M == 1 && batch_single) {
+    // A decode step's product: contiguous row ranges per thread (qmatvec_batch), so the kernel's
+    // linear prefetch runs through a thread's whole share instead of stopping at each 16-row
+    // tile (same kernel per row: the same bits).
+    const QMatvec job{t, W, N, K, x, y, accumulate, 1};
+    return qmatvec_batch(&job, 1, path);
+  }
   const size_t x_row = (activation_row_bytes(t, K, path) + 63) / 64 * 64;
   // Quantised activations: per calling thread, grown only (decode reuses it without allocating).
   thread_local std::vector<uint8_t> xq;
@@ -258,6 +282,14 @@ void qmatmul_rows(GgmlType t, const void* W, int64_t N, int64_t K, const float* 
   for (int64_t m = 0; m < M; ++m) quantize_activation(t, x + m * ldx, K, path, xq_data + size_t(m) * x_row);
   product_rows(t, static_cast<const uint8_t*>(W), K, 0, N, xq_data, x_row, M, y, ldy, accumulate, path);
 }
+
+void set_qmatvec_split(QmatvecSplit s) {
+  s.static_percent = std::clamp(s.static_percent, 0, 100);
+  s.chunk_units = std::max<int64_t>(1, s.chunk_units);
+  split = s;
+}
+QmatvecSplit qmatvec_split() { return split; }
+void set_qmatmul_single_batch(bool on) { batch_single = on; }
 
 void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
   // Per calling thread, grown only: job j's quantised activation at xq[x_at[j]]; its weight
@@ -290,13 +322,9 @@ void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
   const int64_t total = cost_at[size_t(count)];
   const size_t* xa = x_at.data();
   const int64_t* ca = cost_at.data();
-#pragma omp parallel
-  {
-    // Contiguous equal shares of the work (rows weighted by their activation rows; static, no
-    // scheduling traffic). Row n of job j belongs to the thread whose share holds its first
-    // unit of work, cost_at[j] + n * M.
-    const int threads = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t begin = total * id / threads, end = total * (id + 1) / threads;
+  // Work units [begin, end): row n of job j is unit cost_at[j] + n * M; a range takes the rows
+  // whose first unit falls in it.
+  auto run = [&](int64_t begin, int64_t end) {
     for (int64_t j = 0; j < count; ++j) {
       const QMatvec& q = jobs[j];
       if (q.M <= 0 || q.N <= 0 || ca[j + 1] <= begin || ca[j] >= end) continue;
@@ -307,6 +335,28 @@ void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
       product_rows(q.type, static_cast<const uint8_t*>(q.W), q.K, n0, n1, xq_data + xa[j], x_row, q.M, q.y, q.N,
                    q.accumulate, path);
     }
+  };
+  // The dynamic tail only for decode and verify steps (M <= 2): prefill jobs keep whole
+  // contiguous shares, whose 16-row tiles and packed panels small chunks would cut up.
+  int64_t max_m = 0;
+  for (int64_t j = 0; j < count; ++j) max_m = std::max(max_m, jobs[j].M);
+  const QmatvecSplit sp = split;
+  const bool dynamic = sp.static_percent < 100 && max_m <= 2;
+  const int64_t static_units = dynamic ? total * sp.static_percent / 100 : total, chunk_units = sp.chunk_units;
+  std::atomic<int64_t> next{static_units};
+#pragma omp parallel
+  {
+    // Contiguous equal shares of the (static part of the) work, rows weighted by their
+    // activation rows; then, with the dynamic split, the rest in chunks claimed in order, so a
+    // thread whose memory runs slower does less of it instead of holding the other at the join.
+    const int threads = omp_get_num_threads(), id = omp_get_thread_num();
+    run(static_units * id / threads, static_units * (id + 1) / threads);
+    if (dynamic)
+      for (;;) {
+        const int64_t c = next.fetch_add(chunk_units, std::memory_order_relaxed);
+        if (c >= total) break;
+        run(c, std::min(total, c + chunk_units));
+      }
   }
 }
 

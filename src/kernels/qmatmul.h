@@ -57,12 +57,28 @@ struct QMatvec {
   bool accumulate = false;
   int64_t M = 1;
 };
-// Every job's product in one parallel region: the weight rows of all jobs are split into equal
+// Every job's product in one parallel region: the weight rows of all jobs are split into
 // contiguous shares per thread, so independent small products (a MoE layer's chosen experts at
 // decode: 7 matrices of ~3 MB) pay one fork/join instead of one each, and a thread whose share
-// ends inside a matrix goes straight on to the next one. Each y is bit-identical to qmatmul's
-// (same activation quantisation, same dot kernel per output).
+// ends inside a matrix goes straight on to the next one. In decode and verify steps (every
+// M <= 2) the last quarter is shared out in chunks claimed in order instead, so the thread whose
+// memory runs faster that moment takes more of it (qmatvec_split). Each y is bit-identical to
+// qmatmul's (same activation quantisation, same dot kernel per output), whoever computes it.
 void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path);
 inline void qmatvec_batch(const QMatvec* jobs, int64_t count) { qmatvec_batch(jobs, count, kernel_path()); }
+// How qmatvec_batch shares a decode step's work among the threads: the first static_percent of
+// it (rows weighted by M) in equal contiguous shares, the rest claimed in order in chunks of
+// chunk_units by whichever thread is free first; 100: all static. The default, 75% and 64,
+// measured 4-7% faster V2-Lite decode than all static on 2 cores (docs/results-inference.md);
+// 50% and 32 was 8% slower. WHALE_SPLIT_STATIC / WHALE_SPLIT_CHUNK set it for a run.
+struct QmatvecSplit {
+  int static_percent = 75;
+  int64_t chunk_units = 64;
+};
+void set_qmatvec_split(QmatvecSplit split);
+QmatvecSplit qmatvec_split();
+// qmatmul with one activation row runs as one qmatvec_batch job (default; off: 16-row tiles
+// shared by an OpenMP loop, which stops the decode kernel's prefetch at every tile). Same bits.
+void set_qmatmul_single_batch(bool on);
 
 }  // namespace whale

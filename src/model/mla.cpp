@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
+#include "core/phase_timer.h"
 #include "kernels/latent_attention.h"
 #include "kernels/linear_bf16.h"
 #include "kernels/ops.h"
@@ -146,6 +148,10 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   // with both quantised, one qmatvec_batch (one parallel region, the same bits as two qmatmuls).
   const Tensor& q_in = c.q_lora_rank > 0 ? w.attn.q_a_proj : w.attn.q_proj;
   float* q_in_out = c.q_lora_rank > 0 ? buffer(kQa, size_t(T * c.q_lora_rank)).data() : q;
+  std::optional<phases::Scope> scope;
+  scope.emplace(phases::kAttnProj, phases::enabled ? weight_bytes(q_in) + weight_bytes(w.attn.kv_a_proj_with_mqa) +
+                                                         weight_bytes(w.attn.q_b_proj)
+                                                   : 0.0);
   QMatvec xn_jobs[2];
   if (T <= 2 && quantised_form(q_in, &xn_jobs[0].type, &xn_jobs[0].W) &&
       quantised_form(w.attn.kv_a_proj_with_mqa, &xn_jobs[1].type, &xn_jobs[1].W)) {
@@ -161,6 +167,7 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
     rmsnorm(q_in_out, w.attn.q_a_layernorm.f32(), q_in_out, T, c.q_lora_rank, eps);
     project(q_in_out, T, w.attn.q_b_proj, q);
   }
+  scope.emplace(phases::kAttnCore, phases::enabled ? weight_bytes(w.attn.k_b) + weight_bytes(w.attn.v_b) : 0.0);
   // Cache the normalised latent c_t and the rotated shared key k_t^R (equations 9-10 of V2).
   for (const SeqSpan& s : spans) {
     for (int64_t i = 0; i < s.rows; ++i) {

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <vector>
 
+#include "core/phase_timer.h"
 #include "kernels/linear_bf16.h"
 #include "kernels/ops.h"
 #include "kernels/qmatmul.h"
@@ -204,6 +206,8 @@ void Transformer::moe(const LayerWeights& w, int64_t layer, const float* xn, int
   const ModelConfig& c = config_;
   const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok, H = c.hidden_size;
   const int64_t I = c.moe_intermediate_size;
+  std::optional<phases::Scope> scope;
+  scope.emplace(phases::kRouter, phases::enabled ? weight_bytes(w.moe.gate) : 0.0);
   std::vector<float>& logits = buffer(kRouterLogits, size_t(T * E));
   project(xn, T, w.moe.gate, logits.data());
   std::vector<float>& gate_w = buffer(kGateWeights, size_t(T * K));
@@ -219,6 +223,7 @@ void Transformer::moe(const LayerWeights& w, int64_t layer, const float* xn, int
   moe_fill_.assign(moe_offsets_.begin(), moe_offsets_.end() - 1);
   for (int64_t i = 0; i < T * K; ++i) moe_rows_[size_t(moe_fill_[size_t(moe_chosen_[size_t(i)])]++)] = i;
   RouterStats& stats = router_stats_[size_t(layer)];
+  scope.reset();
   if (bf16_path() != Bf16Path::Widen && quantised_.empty() && all_bf16(c, w.moe)) {
     for (int64_t e = 0; e < E; ++e) stats.expert_tokens[size_t(e)] += moe_offsets_[size_t(e + 1)] - moe_offsets_[size_t(e)];
     experts_fused(c, w.moe, moe_offsets_.data(), moe_rows_.data(), gate_w.data(), xn, T, x,
@@ -325,7 +330,13 @@ bool Transformer::moe_fused_quantised(const LayerWeights& w, const float* xn, in
     job(w.moe.shared.gate_proj, xn, T, sg, &jobs[size_t(n++)]);
     job(w.moe.shared.up_proj, xn, T, su, &jobs[size_t(n++)]);
   }
-  qmatvec_batch(jobs.data(), n);
+  {
+    double bytes = 0;
+    if (phases::enabled)
+      for (int64_t j = 0; j < n; ++j) bytes += double(ggml_row_size(jobs[size_t(j)].type, jobs[size_t(j)].K)) * double(jobs[size_t(j)].N);
+    phases::Scope up(phases::kMoeUp, bytes);
+    qmatvec_batch(jobs.data(), n);
+  }
   silu_mul(g, u, g, A * I);
   if (shared) silu_mul(sg, su, sg, T * Is);
   n = 0;
@@ -334,7 +345,13 @@ bool Transformer::moe_fused_quantised(const LayerWeights& w, const float* xn, in
     if (rows > 0) job(w.moe.experts[size_t(e)].down_proj, g + begin * I, rows, d + begin * H, &jobs[size_t(n++)]);
   }
   if (shared) job(w.moe.shared.down_proj, sg, T, sd, &jobs[size_t(n++)]);
-  qmatvec_batch(jobs.data(), n);
+  {
+    double bytes = 0;
+    if (phases::enabled)
+      for (int64_t j = 0; j < n; ++j) bytes += double(ggml_row_size(jobs[size_t(j)].type, jobs[size_t(j)].K)) * double(jobs[size_t(j)].N);
+    phases::Scope down(phases::kMoeDown, bytes);
+    qmatvec_batch(jobs.data(), n);
+  }
   for (int64_t i = 0; i < A; ++i) axpy(gate_w[size_t(pairs[i])], d + i * H, x + (pairs[i] / K) * H, H);
   if (shared)
     for (int64_t i = 0; i < T * H; ++i) x[i] = x[i] + sd[i];

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/phase_timer.h"
 #include "kernels/ops.h"
 #include "kernels/qmatmul.h"
 
@@ -172,6 +173,7 @@ void Transformer::forward(const int32_t* tokens, const std::vector<SeqSpan>& spa
 
 void Transformer::logits(const float* hidden, const std::vector<int64_t>& rows, float* out) {
   const int64_t H = config_.hidden_size, R = int64_t(rows.size());
+  phases::Scope scope(phases::kHead, weight_bytes(model_.weights.lm_head));
   std::vector<float>& normed = buffer(kHeadIn, size_t(R * H));
   for (int64_t i = 0; i < R; ++i)
     rmsnorm(hidden + rows[size_t(i)] * H, model_.weights.norm.f32(), normed.data() + i * H, 1, H,
@@ -189,6 +191,7 @@ void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, co
 void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, const std::vector<SeqSpan>& spans,
                              const std::vector<int64_t>& out_rows, float* out, int64_t k) {
   if (k >= config_.num_nextn_predict_layers) throw Error("mtp", "this model has no MTP layer " + std::to_string(k));
+  phases::Scope scope(phases::kMtp);
   const int64_t T = total_rows(spans), H = config_.hidden_size;
   check_spans(spans, true);
   const LayerWeights& m = model_.weights.mtp[size_t(k)];
@@ -221,14 +224,25 @@ void Transformer::decoder_layer(const LayerWeights& w, int64_t layer_index, floa
   const int64_t H = config_.hidden_size;
   const float eps = float(config_.rms_norm_eps);
   std::vector<float>& xn = buffer(kXn, size_t(T * H));
-  rmsnorm(x, w.input_layernorm.f32(), xn.data(), T, H, eps);
+  {
+    phases::Scope scope(phases::kEmbedNorm);
+    rmsnorm(x, w.input_layernorm.f32(), xn.data(), T, H, eps);
+  }
   std::vector<float>& attn_out = buffer(kAttnOut, size_t(T * config_.num_attention_heads * config_.v_head_dim));
   attention(w, layer_index, xn.data(), T, spans, mtp, attn_out.data());
-  project(attn_out.data(), T, w.attn.o_proj, x, true);
-  rmsnorm(x, w.post_attention_layernorm.f32(), xn.data(), T, H, eps);
+  {
+    phases::Scope scope(phases::kOProj, weight_bytes(w.attn.o_proj));
+    project(attn_out.data(), T, w.attn.o_proj, x, true);
+  }
+  {
+    phases::Scope scope(phases::kEmbedNorm);
+    rmsnorm(x, w.post_attention_layernorm.f32(), xn.data(), T, H, eps);
+  }
   if (w.is_moe) {
     moe(w, layer_index, xn.data(), T, x);
   } else {
+    phases::Scope scope(phases::kDenseMlp, weight_bytes(w.mlp.gate_proj) + weight_bytes(w.mlp.up_proj) +
+                                               weight_bytes(w.mlp.down_proj));
     mlp(w.mlp, xn.data(), T, x);
   }
 }

@@ -65,6 +65,29 @@ float fma_chain(const block_q8_0* w, const block_q8_0* x, int64_t nb) {
   return acc;
 }
 
+// Random weights quantised to each job's type, and M (at least 1) input rows per job.
+struct JobShape {
+  GgmlType type;
+  int64_t N, K, M;
+  bool accumulate = false;
+};
+struct JobData {
+  std::vector<std::vector<uint8_t>> weights;
+  std::vector<std::vector<float>> inputs;
+};
+JobData random_jobs(const std::vector<JobShape>& shapes, uint64_t weight_seed, uint64_t input_seed) {
+  JobData d;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const JobShape& s = shapes[i];
+    const auto w = random_values(s.N * s.K, weight_seed + i);
+    d.weights.emplace_back(ggml_row_size(s.type, s.K) * size_t(s.N));
+    for (int64_t r = 0; r < s.N; ++r)
+      quantize_row(s.type, w.data() + r * s.K, d.weights.back().data() + size_t(r) * ggml_row_size(s.type, s.K), s.K);
+    d.inputs.push_back(random_values(std::max<int64_t>(s.M, 1) * s.K, input_seed + i));
+  }
+  return d;
+}
+
 }  // namespace
 
 TEST(QuantGemm, Q8_0IsTheScalarFmaChainBitForBit) {
@@ -157,25 +180,14 @@ TEST(QuantGemm, RowResultDoesNotDependOnBatchSize) {
 }
 
 TEST(QuantGemm, BatchWithManyRowsPerJobEqualsQmatmulOnEveryPath) {
-  struct Shape {
-    GgmlType type;
-    int64_t N, K, M;
-    bool accumulate;
-  };
+  using Shape = JobShape;
   // Jobs of different M (prefill-style expert groups) so the M-weighted split lands mid-job.
   const std::vector<Shape> shapes{{GgmlType::Q8_0, 37, 96, 5, false}, {GgmlType::Q4_0, 11, 64, 3, true},
                                   {GgmlType::Q8_0, 3, 32, 17, true},  {GgmlType::Q4_K, 7, 256, 2, false},
                                   {GgmlType::Q8_0, 29, 160, 1, false}, {GgmlType::Q8_0, 4, 64, 0, false}};
-  std::vector<std::vector<uint8_t>> weights;
-  std::vector<std::vector<float>> inputs;
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    const Shape& s = shapes[i];
-    const auto w = random_values(s.N * s.K, 300 + i);
-    weights.emplace_back(ggml_row_size(s.type, s.K) * size_t(s.N));
-    for (int64_t r = 0; r < s.N; ++r)
-      quantize_row(s.type, w.data() + r * s.K, weights.back().data() + size_t(r) * ggml_row_size(s.type, s.K), s.K);
-    inputs.push_back(random_values(std::max<int64_t>(s.M, 1) * s.K, 400 + i));
-  }
+  const JobData data = random_jobs(shapes, 300, 400);
+  const auto& weights = data.weights;
+  const auto& inputs = data.inputs;
   const int threads = omp_get_max_threads();
   for (KernelPath p : {KernelPath::Scalar, KernelPath::Avx2, KernelPath::Avx512, KernelPath::Avx512Vnni}) {
     if (!cpu_supports(p)) continue;
@@ -219,4 +231,59 @@ TEST(QuantGemm, FastActivationQuantisationIsBitExact) {
   simd::pack_q8_0(blocks.data(), nb, want);
   simd::quantize_pack_q8_0(x.data(), nb, got);
   for (size_t i = 0; i < sizeof want; ++i) ASSERT_EQ(got[i], want[i]) << "byte " << i;
+}
+
+TEST(QuantGemm, EveryWorkSplitGivesTheSameBitsAndEachRowOnce) {
+  // qmatvec_batch's split (a static share per thread, then chunks claimed in order) must cover
+  // every row of every job exactly once, for any share, chunk size and thread count. Jobs
+  // accumulate into 0.25, so a row done twice or skipped changes its value; the reference is
+  // the scalar path (one row at a time, no work split at all), compared bit for bit on the
+  // vector path too (each row is one kernel call's chain either way).
+  // Every M is 1 or 2: the dynamic tail applies to decode and verify batches only.
+  using Shape = JobShape;
+  const std::vector<Shape> shapes{{GgmlType::Q8_0, 37, 96, 1}, {GgmlType::Q8_0, 300, 64, 1}, {GgmlType::Q4_0, 11, 64, 2},
+                                  {GgmlType::Q8_0, 129, 160, 2}, {GgmlType::Q8_0, 5, 32, 1},  {GgmlType::Q4_K, 7, 256, 1}};
+  const JobData data = random_jobs(shapes, 900, 950);
+  const auto& weights = data.weights;
+  const auto& inputs = data.inputs;
+  auto run = [&](KernelPath p) {
+    std::vector<std::vector<float>> out;
+    std::vector<QMatvec> jobs;
+    for (const Shape& s : shapes) out.emplace_back(size_t(s.M * s.N), 0.25f);
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const Shape& s = shapes[i];
+      jobs.push_back({s.type, weights[i].data(), s.N, s.K, inputs[i].data(), out[i].data(), true, s.M});
+    }
+    qmatvec_batch(jobs.data(), int64_t(jobs.size()), p);
+    return out;
+  };
+  const QmatvecSplit saved = qmatvec_split();
+  const int threads = omp_get_max_threads();
+  // The scalar path row by row, no qmatvec_batch: the reference for every split.
+  std::vector<std::vector<float>> want;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& s = shapes[i];
+    want.emplace_back(size_t(s.M * s.N), 0.25f);
+    for (int64_t n = 0; n < s.N; ++n)
+      qmatmul_rows(s.type, weights[i].data() + size_t(n) * ggml_row_size(s.type, s.K), 1, s.K, inputs[i].data(), s.K, s.M,
+                   want.back().data() + n, s.N, true, KernelPath::Scalar);
+  }
+  const QmatvecSplit splits[] = {{100, 1}, {75, 64}, {75, 1}, {50, 7}, {0, 1}, {0, 5000}, {90, 3}};
+  for (KernelPath p : {KernelPath::Scalar, KernelPath::Avx512Vnni}) {
+    if (!cpu_supports(p)) continue;
+    set_qmatvec_split({100, 1});
+    omp_set_num_threads(1);
+    const auto path_want = p == KernelPath::Scalar ? want : run(p);
+    for (const QmatvecSplit& sp : splits)
+      for (int nt : {1, 2, 3, 4}) {
+        set_qmatvec_split(sp);
+        omp_set_num_threads(nt);
+        const auto got = run(p);
+        for (size_t i = 0; i < shapes.size(); ++i)
+          EXPECT_EQ(got[i], path_want[i]) << kernel_path_name(p) << " split " << sp.static_percent << "% / "
+                                          << sp.chunk_units << " threads " << nt << " job " << i;
+      }
+  }
+  set_qmatvec_split(saved);
+  omp_set_num_threads(threads);
 }

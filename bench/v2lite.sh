@@ -12,6 +12,7 @@
 #   WHALE_V2LITE_DIR=DIR                 where the GGUF goes (default out/v2lite, gitignored)
 #   WHALE_V2LITE_KEEP=1                  keep the 16.6 GB file afterwards (default: delete it)
 #   WHALE_V2LITE_DECODE=N                tokens to decode (default 32)
+#   WHALE_V2LITE_ROUNDS=N                decode rounds set against the bandwidth beside them (default 6)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -z ${WHALE_BUILD:-} ]]; then
@@ -38,8 +39,11 @@ echo "== warming the page cache (one sequential read)"
 /usr/bin/time -f "read in %es" dd if="$FILE" of=/dev/null bs=16M status=none
 fincore "$FILE" || true
 echo "== load before: $(cat /proc/loadavg)"
+# passive: what `whale` itself runs with (README); --roofline-rounds: decode rounds, each set
+# against a bandwidth probe taken right after it (the machine's bandwidth drifts); --phases:
+# where a decode step's time goes.
 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} "$BUILD/bench_inference" --model "$FILE" --prompt 64,512 \
-  --decode "${WHALE_V2LITE_DECODE:-32}"
+  --decode "${WHALE_V2LITE_DECODE:-32}" --phases --roofline-rounds "${WHALE_V2LITE_ROUNDS:-6}"
 echo "== load after: $(cat /proc/loadavg)"
 fincore "$FILE" || true
 if [[ -z ${WHALE_V2LITE_KEEP:-} ]]; then

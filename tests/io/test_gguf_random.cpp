@@ -8,7 +8,9 @@
 
 #include <cmath>
 
+#include "core/phase_timer.h"
 #include "io/checkpoint.h"
+#include "io/gguf.h"
 #include "io/gguf_model.h"
 #include "io_test_util.h"
 #include "model/transformer.h"
@@ -122,4 +124,64 @@ TEST(RandomGguf, MomentsSeedsAndThreads) {
   const std::string mtp = "blk." + std::to_string(c.num_hidden_layers) + ".nextn.embed_tokens.weight";
   EXPECT_TRUE(floats(f, mtp) == e);
   for (float x : floats(f, "output_norm.weight")) ASSERT_EQ(x, 1.0f);
+}
+
+TEST(RandomGguf, DecodePhasesCountEachWeightTheStepReadsOnce) {
+  // bench_inference --phases divides each phase's weight bytes by its time. One decode step of a
+  // V2-Lite-shaped Q8_0 GGUF must count exactly the weights the step reads, here summed from the
+  // file's own tensor sizes: per layer the q and kv_a projections, k_b and v_b (int8
+  // absorption), o_proj, and the F32 router with top-k of the stacked experts plus the shared
+  // ones (or the dense MLP of layer 0); then the output head.
+  const ModelConfig c = v2lite_tiny();
+  TempDir dir;
+  GgufExportOptions options;
+  options.type = GgmlType::Q8_0;
+  write_random_gguf(c, dir / "v2.gguf", options, init(7));
+  auto m = load_model(dir / "v2.gguf");
+  GgufFile f(dir / "v2.gguf");
+  auto bytes = [&](const std::string& name) { return double(f.tensor(name).nbytes); };
+  double want = bytes("output.weight");
+  int64_t moe_layers = 0;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string blk = "blk." + std::to_string(l) + ".";
+    for (const char* t : {"attn_q.weight", "attn_kv_a_mqa.weight", "attn_k_b.weight", "attn_v_b.weight", "attn_output.weight"})
+      want += bytes(blk + t);
+    if (f.find(blk + "ffn_gate_exps.weight")) {
+      ++moe_layers;
+      want += bytes(blk + "ffn_gate_inp.weight");
+      for (const char* t : {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"})
+        want += bytes(blk + t) / double(c.n_routed_experts) * double(c.num_experts_per_tok);
+      for (const char* t : {"ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight"}) want += bytes(blk + t);
+    } else {
+      for (const char* t : {"ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"}) want += bytes(blk + t);
+    }
+  }
+  ASSERT_EQ(moe_layers, c.num_hidden_layers - 1);
+  Transformer tf(*m);
+  KVCache cache(c, 8);
+  const std::vector<int32_t> prompt{0, 5, 17, 300};
+  std::vector<float> hidden(size_t(4 * c.hidden_size)), logits(size_t(c.vocab_size));
+  tf.forward(prompt.data(), {SeqSpan{&cache, 0, 4, 0}}, hidden.data());
+  phases::enabled = true;
+  phases::reset();
+  const int32_t next = 42;
+  tf.forward(&next, {SeqSpan{&cache, 0, 1, 4}}, hidden.data());
+  tf.logits(hidden.data(), {0}, logits.data());
+  phases::enabled = false;
+  const phases::Totals t = phases::totals();
+  double counted = 0, seconds = 0;
+  for (int i = 0; i < phases::kCount; ++i) {
+    counted += t.bytes[i];
+    seconds += t.seconds[i];
+    EXPECT_GE(t.seconds[i], 0.0) << phases::name(phases::Phase(i));
+  }
+  EXPECT_EQ(counted, want);
+  EXPECT_GT(seconds, 0.0);
+  EXPECT_EQ(t.calls[phases::kAttnProj], c.num_hidden_layers);
+  EXPECT_EQ(t.calls[phases::kOProj], c.num_hidden_layers);
+  EXPECT_EQ(t.calls[phases::kMoeUp], moe_layers);
+  EXPECT_EQ(t.calls[phases::kMoeDown], moe_layers);
+  EXPECT_EQ(t.calls[phases::kDenseMlp], c.num_hidden_layers - moe_layers);
+  EXPECT_EQ(t.calls[phases::kHead], 1);
+  phases::reset();
 }

@@ -13,7 +13,7 @@ void reset() { totals() = Totals{}; }
 
 const char* name(Phase p) {
   static const char* const names[kCount] = {"embed+norms", "attn q/kv_a", "attn core", "attn o_proj", "router",
-                                            "moe gate/up", "moe down",    "dense mlp", "lm head",     "mtp"};
+                                            "moe gate/up", "moe down",    "dense mlp", "lm head"};
   return names[p];
 }
 

@@ -1,14 +1,16 @@
 // Wall time and weight bytes per phase of a forward pass, for finding where a decode step's
-// time goes (bench_inference --phases). Off by default: a disabled PhaseScope is one branch.
+// time goes (bench_inference --phases). Off by default: a disabled Scope is one branch.
 // Not thread-safe by design: scopes are opened only on the thread that drives the forward
-// pass (outside parallel regions), and bytes are added there too.
+// pass (outside parallel regions), and bytes are added there too. The MoE phases cover the
+// fused quantised path (moe_fused_quantised), the one decode takes on a GGUF; the MTP module
+// is not split out (its layer's scopes add to the same phases).
 #pragma once
 #include <chrono>
 #include <cstdint>
 
 namespace whale::phases {
 
-enum Phase { kEmbedNorm, kAttnProj, kAttnCore, kOProj, kRouter, kMoeUp, kMoeDown, kDenseMlp, kHead, kMtp, kCount };
+enum Phase { kEmbedNorm, kAttnProj, kAttnCore, kOProj, kRouter, kMoeUp, kMoeDown, kDenseMlp, kHead, kCount };
 const char* name(Phase p);
 
 struct Totals {

@@ -330,11 +330,15 @@ bool Transformer::moe_fused_quantised(const LayerWeights& w, const float* xn, in
     job(w.moe.shared.gate_proj, xn, T, sg, &jobs[size_t(n++)]);
     job(w.moe.shared.up_proj, xn, T, su, &jobs[size_t(n++)]);
   }
-  {
+  // Weight bytes of the first n jobs, for the phase timer.
+  auto jobs_bytes = [&](int64_t n) {
     double bytes = 0;
-    if (phases::enabled)
-      for (int64_t j = 0; j < n; ++j) bytes += double(ggml_row_size(jobs[size_t(j)].type, jobs[size_t(j)].K)) * double(jobs[size_t(j)].N);
-    phases::Scope up(phases::kMoeUp, bytes);
+    for (int64_t j = 0; phases::enabled && j < n; ++j)
+      bytes += double(ggml_row_size(jobs[size_t(j)].type, jobs[size_t(j)].K)) * double(jobs[size_t(j)].N);
+    return bytes;
+  };
+  {
+    phases::Scope up(phases::kMoeUp, jobs_bytes(n));
     qmatvec_batch(jobs.data(), n);
   }
   silu_mul(g, u, g, A * I);
@@ -346,10 +350,7 @@ bool Transformer::moe_fused_quantised(const LayerWeights& w, const float* xn, in
   }
   if (shared) job(w.moe.shared.down_proj, sg, T, sd, &jobs[size_t(n++)]);
   {
-    double bytes = 0;
-    if (phases::enabled)
-      for (int64_t j = 0; j < n; ++j) bytes += double(ggml_row_size(jobs[size_t(j)].type, jobs[size_t(j)].K)) * double(jobs[size_t(j)].N);
-    phases::Scope down(phases::kMoeDown, bytes);
+    phases::Scope down(phases::kMoeDown, jobs_bytes(n));
     qmatvec_batch(jobs.data(), n);
   }
   for (int64_t i = 0; i < A; ++i) axpy(gate_w[size_t(pairs[i])], d + i * H, x + (pairs[i] / K) * H, H);

@@ -191,7 +191,6 @@ void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, co
 void Transformer::mtp_logits(const float* hidden, const int32_t* next_tokens, const std::vector<SeqSpan>& spans,
                              const std::vector<int64_t>& out_rows, float* out, int64_t k) {
   if (k >= config_.num_nextn_predict_layers) throw Error("mtp", "this model has no MTP layer " + std::to_string(k));
-  phases::Scope scope(phases::kMtp);
   const int64_t T = total_rows(spans), H = config_.hidden_size;
   check_spans(spans, true);
   const LayerWeights& m = model_.weights.mtp[size_t(k)];

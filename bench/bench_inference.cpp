@@ -10,9 +10,9 @@
 #include <time.h>
 
 #include <algorithm>
-#include <functional>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <vector>
 
 #include "core/error.h"
@@ -212,24 +212,22 @@ int main(int argc, char** argv) {
     const std::vector<int32_t> p = make_prompt(prompts.empty() ? 64 : prompts[0]);
     GenerateStats stats;
     phases::enabled = show_phases;
-    phases::reset();
-    gen.generate(std::vector<std::vector<int32_t>>(size_t(batch), p), o, {}, &stats);
+    // The first token ends the prefill: the phases count from there, over the decode steps only.
+    bool first = true;
+    gen.generate(std::vector<std::vector<int32_t>>(size_t(batch), p), o, [&](int64_t, int32_t) {
+      if (first) phases::reset();
+      first = false;
+      return true;
+    }, &stats);
     phases::enabled = false;
     if (show_phases) {
-      // Includes the prompt's prefill (its steps are counted in calls but not in decode tokens):
-      // subtract it by timing a prefill of the same prompt alone.
       const phases::Totals all = phases::totals();
-      phases::enabled = true;
-      phases::reset();
-      prefill_seconds(gen, p);
-      phases::enabled = false;
-      const phases::Totals pre = phases::totals();
       const double steps = double(std::max<int64_t>(stats.decode_tokens, 1)) / double(batch);
       double total_s = 0;
-      for (int i = 0; i < phases::kCount; ++i) total_s += all.seconds[i] - pre.seconds[i];
-      std::printf("decode phases (per step, %lld steps; prefill of the prompt subtracted):\n", (long long)stats.decode_tokens);
+      for (int i = 0; i < phases::kCount; ++i) total_s += all.seconds[i];
+      std::printf("decode phases (per step, %lld steps):\n", (long long)stats.decode_tokens);
       for (int i = 0; i < phases::kCount; ++i) {
-        const double s = (all.seconds[i] - pre.seconds[i]) / steps, b = (all.bytes[i] - pre.bytes[i]) / steps;
+        const double s = all.seconds[i] / steps, b = all.bytes[i] / steps;
         if (s <= 0 && b <= 0) continue;
         std::printf("  %-12s %7.2f ms %5.1f%%  %7.1f MB  %5.1f GB/s\n", phases::name(phases::Phase(i)), 1e3 * s,
                     100.0 * s * steps / total_s, b / 1e6, s > 0 ? b / s / 1e9 : 0.0);
@@ -320,15 +318,13 @@ int main(int argc, char** argv) {
         std::printf("roofline round %lld: %.2f tok/s = %.1f GB/s of weights; probe %.1f GB/s; %.1f%%\n", (long long)r,
                     1.0 / w, rate, bw, 100.0 * rate / bw);
       }
-      auto sorted = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v;
-      };
-      const auto f = sorted(fraction), t = sorted(rates), b = sorted(probes);
+      const auto [f0, f1] = std::minmax_element(fraction.begin(), fraction.end());
+      const auto [t0, t1] = std::minmax_element(rates.begin(), rates.end());
+      const auto [b0, b1] = std::minmax_element(probes.begin(), probes.end());
       std::printf("roofline (%lld rounds of %lld steps): median %.1f%% of the bandwidth beside it (range %.1f-%.1f%%); "
                   "decode median %.2f tok/s (%.2f-%.2f); probe median %.1f GB/s (%.1f-%.1f)\n",
-                  (long long)roofline_rounds, (long long)decode, 100.0 * median(fraction), 100.0 * f.front(),
-                  100.0 * f.back(), median(rates), t.front(), t.back(), median(probes), b.front(), b.back());
+                  (long long)roofline_rounds, (long long)decode, 100.0 * median(fraction), 100.0 * *f0, 100.0 * *f1,
+                  median(rates), *t0, *t1, median(probes), *b0, *b1);
     }
     // Same generator, same process, interleaved: only one knob changes between the two arms.
     auto ab = [&](const char* knob, int64_t rounds, const char* const names[2], const std::function<void(int)>& set) {
@@ -350,10 +346,9 @@ int main(int argc, char** argv) {
       // Each round's two arms ran back to back: the median of their ratios cancels slow drifts.
       std::vector<double> ratio;
       for (size_t r = 0; r < wall[0].size(); ++r) ratio.push_back(wall[1][r] / wall[0][r]);
-      std::vector<double> sorted_ratio = ratio;
-      std::sort(sorted_ratio.begin(), sorted_ratio.end());
+      const auto [r0, r1] = std::minmax_element(ratio.begin(), ratio.end());
       std::printf("ab %s: greedy tokens %s; step wall, arm 2 / arm 1 per round: median %.3f (range %.3f-%.3f)\n", knob,
-                  tokens[0] == tokens[1] ? "identical" : "DIFFER", median(ratio), sorted_ratio.front(), sorted_ratio.back());
+                  tokens[0] == tokens[1] ? "identical" : "DIFFER", median(ratio), *r0, *r1);
     };
     if (ab_prefetch > 0) {
       const size_t on = simd::qgemm_prefetch_bytes() > 0 ? simd::qgemm_prefetch_bytes() : simd::kQgemmPrefetchDefault;

@@ -301,6 +301,7 @@ void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
   cost_at.resize(size_t(count) + 1);
   x_at[0] = 0;
   cost_at[0] = 0;
+  int64_t max_m = 0;
   for (int64_t j = 0; j < count; ++j) {
     const QMatvec& q = jobs[j];
     qmatmul_activation_type(q.type);
@@ -308,6 +309,7 @@ void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
     // Each job's rows start 64-byte aligned: a Q8_0 job (34-byte blocks) may precede a Q8_K one,
     // whose float scale needs 4-byte alignment (UBSan caught the misaligned access).
     const int64_t M = std::max<int64_t>(q.M, 0);
+    max_m = std::max(max_m, M);
     const size_t x_row = (activation_row_bytes(q.type, q.K, path) + 63) / 64 * 64;
     x_at[size_t(j) + 1] = x_at[size_t(j)] + size_t(M) * x_row;
     cost_at[size_t(j) + 1] = cost_at[size_t(j)] + M * std::max<int64_t>(q.N, 0);
@@ -338,8 +340,6 @@ void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
   };
   // The dynamic tail only for decode and verify steps (M <= 2): prefill jobs keep whole
   // contiguous shares, whose 16-row tiles and packed panels small chunks would cut up.
-  int64_t max_m = 0;
-  for (int64_t j = 0; j < count; ++j) max_m = std::max(max_m, jobs[j].M);
   const QmatvecSplit sp = split;
   const bool dynamic = sp.static_percent < 100 && max_m <= 2;
   const int64_t static_units = dynamic ? total * sp.static_percent / 100 : total, chunk_units = sp.chunk_units;

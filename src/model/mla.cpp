@@ -149,9 +149,7 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   const Tensor& q_in = c.q_lora_rank > 0 ? w.attn.q_a_proj : w.attn.q_proj;
   float* q_in_out = c.q_lora_rank > 0 ? buffer(kQa, size_t(T * c.q_lora_rank)).data() : q;
   std::optional<phases::Scope> scope;
-  scope.emplace(phases::kAttnProj, phases::enabled ? weight_bytes(q_in) + weight_bytes(w.attn.kv_a_proj_with_mqa) +
-                                                         weight_bytes(w.attn.q_b_proj)
-                                                   : 0.0);
+  scope.emplace(phases::kAttnProj, phase_bytes({&q_in, &w.attn.kv_a_proj_with_mqa, &w.attn.q_b_proj}));
   QMatvec xn_jobs[2];
   if (T <= 2 && quantised_form(q_in, &xn_jobs[0].type, &xn_jobs[0].W) &&
       quantised_form(w.attn.kv_a_proj_with_mqa, &xn_jobs[1].type, &xn_jobs[1].W)) {
@@ -167,7 +165,7 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
     rmsnorm(q_in_out, w.attn.q_a_layernorm.f32(), q_in_out, T, c.q_lora_rank, eps);
     project(q_in_out, T, w.attn.q_b_proj, q);
   }
-  scope.emplace(phases::kAttnCore, phases::enabled ? weight_bytes(w.attn.k_b) + weight_bytes(w.attn.v_b) : 0.0);
+  scope.emplace(phases::kAttnCore, phase_bytes({&w.attn.k_b, &w.attn.v_b}));
   // Cache the normalised latent c_t and the rotated shared key k_t^R (equations 9-10 of V2).
   for (const SeqSpan& s : spans) {
     for (int64_t i = 0; i < s.rows; ++i) {

@@ -207,7 +207,7 @@ void Transformer::moe(const LayerWeights& w, int64_t layer, const float* xn, int
   const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok, H = c.hidden_size;
   const int64_t I = c.moe_intermediate_size;
   std::optional<phases::Scope> scope;
-  scope.emplace(phases::kRouter, phases::enabled ? weight_bytes(w.moe.gate) : 0.0);
+  scope.emplace(phases::kRouter, phase_bytes({&w.moe.gate}));
   std::vector<float>& logits = buffer(kRouterLogits, size_t(T * E));
   project(xn, T, w.moe.gate, logits.data());
   std::vector<float>& gate_w = buffer(kGateWeights, size_t(T * K));

@@ -99,6 +99,13 @@ double Transformer::weight_bytes(const Tensor& W) const {
   return double(W.numel()) * double(dtype_size(W.dtype));
 }
 
+double Transformer::phase_bytes(std::initializer_list<const Tensor*> weights) const {
+  double total = 0;
+  if (phases::enabled)
+    for (const Tensor* W : weights) total += weight_bytes(*W);
+  return total;
+}
+
 void Transformer::project(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate) {
   if (!quantised_.empty()) {
     auto it = quantised_.find(W.data);
@@ -173,7 +180,7 @@ void Transformer::forward(const int32_t* tokens, const std::vector<SeqSpan>& spa
 
 void Transformer::logits(const float* hidden, const std::vector<int64_t>& rows, float* out) {
   const int64_t H = config_.hidden_size, R = int64_t(rows.size());
-  phases::Scope scope(phases::kHead, weight_bytes(model_.weights.lm_head));
+  phases::Scope scope(phases::kHead, phase_bytes({&model_.weights.lm_head}));
   std::vector<float>& normed = buffer(kHeadIn, size_t(R * H));
   for (int64_t i = 0; i < R; ++i)
     rmsnorm(hidden + rows[size_t(i)] * H, model_.weights.norm.f32(), normed.data() + i * H, 1, H,
@@ -230,7 +237,7 @@ void Transformer::decoder_layer(const LayerWeights& w, int64_t layer_index, floa
   std::vector<float>& attn_out = buffer(kAttnOut, size_t(T * config_.num_attention_heads * config_.v_head_dim));
   attention(w, layer_index, xn.data(), T, spans, mtp, attn_out.data());
   {
-    phases::Scope scope(phases::kOProj, weight_bytes(w.attn.o_proj));
+    phases::Scope scope(phases::kOProj, phase_bytes({&w.attn.o_proj}));
     project(attn_out.data(), T, w.attn.o_proj, x, true);
   }
   {
@@ -240,8 +247,7 @@ void Transformer::decoder_layer(const LayerWeights& w, int64_t layer_index, floa
   if (w.is_moe) {
     moe(w, layer_index, xn.data(), T, x);
   } else {
-    phases::Scope scope(phases::kDenseMlp, weight_bytes(w.mlp.gate_proj) + weight_bytes(w.mlp.up_proj) +
-                                               weight_bytes(w.mlp.down_proj));
+    phases::Scope scope(phases::kDenseMlp, phase_bytes({&w.mlp.gate_proj, &w.mlp.up_proj, &w.mlp.down_proj}));
     mlp(w.mlp, xn.data(), T, x);
   }
 }

@@ -2,6 +2,7 @@
 // Rows of all spans are stacked, so projections run as one GEMM; attention runs per span.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <unordered_map>
 #include <vector>
 
@@ -73,6 +74,9 @@ class Transformer {
   void set_fused_absorption(bool on) { fuse_absorption_ = on; }
   // Bytes a forward reads for W: its quantised copy when there is one, else as stored.
   double weight_bytes(const Tensor& W) const;
+  // Their sum for the phase timer (core/phase_timer.h); 0 without a lookup while it is off, so
+  // the decode path pays nothing for it.
+  double phase_bytes(std::initializer_list<const Tensor*> weights) const;
 
   const ModelConfig& config() const { return config_; }
   const std::vector<RouterStats>& router_stats() const { return router_stats_; }

@@ -174,7 +174,10 @@ void Server::routes() {
     send_json(res, res.status, error_json(ApiError(res.status, type, message)));
     return httplib::Server::HandlerResponse::Handled;
   }));
-  h.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+  // Counted before the response is written (httplib's logger runs after, so a client that had
+  // its answer could read /metrics before the count moved: Server.FollowUpTurnReusesThePrefix
+  // failed once that way under a loaded suite).
+  h.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     // Known routes only, so clients cannot grow the table with made-up paths.
     static const char* known[] = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/"};
     std::string path = "other";

@@ -182,7 +182,13 @@ int main(int argc, char** argv) {
     const ModelConfig& c = model->config;
     std::printf("model: %s  %.1fM params (%.1fM active/token), loaded in %.2fs (mmap)\n", dir.c_str(),
                 double(c.parameter_count()) / 1e6, double(c.active_parameter_count()) / 1e6, load_s);
+    auto t_repack = Clock::now();
     Generator gen(*model);
+    if (gen.transformer().repacked_bytes() > 0)
+      std::printf("repacked %.1f MB of Q8_0 weights for the VNNI kernels in %.2fs (WHALE_REPACK=0: off)\n",
+                  double(gen.transformer().repacked_bytes()) / 1e6, seconds_since(t_repack));
+    else
+      std::printf("weights read as mapped (not repacked)\n");
     if (no_fused_moe) gen.transformer().set_fused_moe(false);
     if (!absorb.empty()) gen.transformer().set_quantised_absorption(absorb == "int8");
     std::printf("absorption on a quantised split k_b/v_b: %s\n", gen.transformer().quantised_absorption() ? "int8" : "f32");

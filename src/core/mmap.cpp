@@ -36,8 +36,6 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   ::close(fd);
 }
 
-namespace {
-// MemAvailable from /proc/meminfo in bytes (0 when it cannot be read).
 size_t available_memory() {
   std::ifstream in("/proc/meminfo");
   std::string key;
@@ -47,7 +45,50 @@ size_t available_memory() {
     if (key == "MemAvailable:") return kib * 1024;
   return 0;
 }
-}  // namespace
+
+AnonymousMemory::AnonymousMemory(size_t bytes, const std::string& what) {
+  if (bytes == 0) return;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    throw Error(what, "cannot allocate " + std::to_string(bytes) + " bytes: " + std::strerror(errno));
+#ifdef MADV_HUGEPAGE
+  ::madvise(p, bytes, MADV_HUGEPAGE);  // a hint: without THP the pages are 4 KiB, nothing else changes
+#endif
+  data_ = static_cast<uint8_t*>(p);
+  size_ = bytes;
+}
+
+AnonymousMemory::~AnonymousMemory() {
+  if (data_) ::munmap(data_, size_);
+}
+
+AnonymousMemory::AnonymousMemory(AnonymousMemory&& other) noexcept : data_(other.data_), size_(other.size_) {
+  other.data_ = nullptr;
+  other.size_ = 0;
+}
+
+AnonymousMemory& AnonymousMemory::operator=(AnonymousMemory&& other) noexcept {
+  if (this != &other) {
+    if (data_) ::munmap(data_, size_);
+    data_ = other.data_;
+    size_ = other.size_;
+    other.data_ = nullptr;
+    other.size_ = 0;
+  }
+  return *this;
+}
+
+void advise_cold(const void* p, size_t bytes) {
+#ifdef MADV_COLD
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_COLD);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
 
 void MappedFile::populate() {
   // Map every page now when the file fits in memory (as llama.cpp's MAP_POPULATE does): a MoE

@@ -25,6 +25,35 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Anonymous read-write memory straight from mmap (not zeroed by hand: the kernel's pages start
+// zero), advised into 2 MiB transparent huge pages where the kernel allows: gigabytes of
+// repacked weights fault in 512 times fewer pages than with malloc's 4 KiB ones. Throws
+// whale::Error (naming what and how many bytes) when the kernel refuses.
+class AnonymousMemory {
+ public:
+  AnonymousMemory() = default;
+  AnonymousMemory(size_t bytes, const std::string& what);
+  ~AnonymousMemory();
+  AnonymousMemory(AnonymousMemory&& other) noexcept;
+  AnonymousMemory& operator=(AnonymousMemory&& other) noexcept;
+  AnonymousMemory(const AnonymousMemory&) = delete;
+  AnonymousMemory& operator=(const AnonymousMemory&) = delete;
+
+  uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// MemAvailable from /proc/meminfo in bytes (0 when it cannot be read).
+size_t available_memory();
+
+// Tells the kernel that the whole pages inside [p, p + bytes) of a file mapping will not be
+// read again soon (MADV_COLD: first in line for reclaim; contents kept, nothing is lost).
+void advise_cold(const void* p, size_t bytes);
+
 // Writes bytes to path atomically: a temporary file in the same directory, fsync, rename.
 // A killed process leaves either the old file or the new one, never a torn file.
 void write_file_atomic(const std::string& path, const void* data, size_t size);

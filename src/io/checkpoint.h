@@ -3,8 +3,11 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "core/mmap.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/config.h"
@@ -12,6 +15,13 @@
 #include "tokenizer/tokenizer.h"
 
 namespace whale {
+
+// Projection weights re-laid out for the CPU's kernels (model/transformer.h: WeightRepack):
+// Q8_0 matrices in kernels/qmatmul.h's x16 layout, in one arena.
+struct RepackedWeights {
+  AnonymousMemory arena;
+  std::unordered_map<const void*, std::pair<size_t, size_t>> tensors;  // source tensor's data -> (offset, bytes)
+};
 
 // A model's config and weights plus the memory that backs them (mapped files, owned buffers).
 struct Model {
@@ -22,6 +32,9 @@ struct Model {
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // the tokenizer stored in a GGUF; null otherwise
   std::vector<std::vector<float>> owned;     // dequantised or freshly initialised tensors
   std::string source;
+  // Made by the first Transformer that repacks this model's weights, shared by every later one
+  // (a speculative and a plain generator on one 16 GB model hold one copy, not two).
+  mutable std::shared_ptr<const RepackedWeights> repacked;
 };
 
 struct LoadOptions {

@@ -199,9 +199,13 @@ void quantize_activation(GgmlType t, const float* x, int64_t K, KernelPath path,
   simd::quantize_pack_q8_0(x, K / QK8_0, out);
 }
 
-// Rows [n0, n1) of W against all M quantised activation rows (x_row bytes apart).
+// Rows [n0, n1) of W against all M quantised activation rows (x_row bytes apart). x16: W is
+// repacked (repack_q8_0_x16) and n0 a multiple of 16.
 void product_rows(GgmlType t, const uint8_t* w, int64_t K, int64_t n0, int64_t n1, const uint8_t* xq, size_t x_row,
-                  int64_t M, float* y, int64_t ldy, bool accumulate, KernelPath path) {
+                  int64_t M, float* y, int64_t ldy, bool accumulate, KernelPath path, bool x16 = false) {
+  if (x16)
+    return simd::gemm_q8_0x16_vnni(K / QK8_0, w + simd::q8_0_x16_bytes(n0, K / QK8_0), n1 - n0, xq, x_row, M, y + n0,
+                                   ldy, accumulate);
   const size_t w_row = ggml_row_size(t, K);
   if (use_gemm(t, path))
     return simd::gemm_q8_0_vnni(K / QK8_0, w + size_t(n0) * w_row, w_row, n1 - n0, xq, x_row, M, y + n0, ldy,
@@ -241,16 +245,23 @@ QmatvecSplit split = [] {
 }();
 }  // namespace
 
-void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate,
-             KernelPath path) {
+namespace {
+void check_x16(KernelPath path, int64_t K, const char* what) {
+  if (!q8_0_x16_available(path))
+    throw Error(what, "repacked Q8_0 weights need the AVX-512 VNNI kernels, which this CPU (or WHALE_KERNELS) does not use");
+  check_blocks(K, QK8_0, what);
+}
+
+void qmatmul_impl(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate,
+                  KernelPath path, bool x16) {
   qmatmul_activation_type(t);  // throws for unsupported types
   check_blocks(K, ggml_block_size(t), "qmatmul");
   if (M <= 0 || N <= 0) return;
-  if (M == 1 && batch_single) {
+  if (M == 1 && (batch_single || x16)) {
     // A decode step's product: contiguous row ranges per thread (qmatvec_batch), so the kernel's
     // linear prefetch runs through a thread's whole share instead of stopping at each 16-row
     // tile (same kernel per row: the same bits).
-    const QMatvec job{t, W, N, K, x, y, accumulate, 1};
+    const QMatvec job{t, W, N, K, x, y, accumulate, 1, x16};
     return qmatvec_batch(&job, 1, path);
   }
   const size_t x_row = (activation_row_bytes(t, K, path) + 63) / 64 * 64;
@@ -267,8 +278,36 @@ void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, in
 #pragma omp parallel for schedule(static)
   for (int64_t tile = 0; tile < tiles; ++tile) {
     const int64_t n0 = tile * tile_rows, n1 = std::min(N, n0 + tile_rows);
-    product_rows(t, w, K, n0, n1, xq_data, x_row, M, y, N, accumulate, path);
+    product_rows(t, w, K, n0, n1, xq_data, x_row, M, y, N, accumulate, path, x16);
   }
+}
+}  // namespace
+
+void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate,
+             KernelPath path) {
+  qmatmul_impl(t, W, N, K, x, M, y, accumulate, path, false);
+}
+
+bool q8_0_x16_available(KernelPath path) { return use_gemm(GgmlType::Q8_0, path); }
+
+size_t q8_0_x16_bytes(int64_t N, int64_t K) { return simd::q8_0_x16_bytes(N, K / QK8_0); }
+
+void repack_q8_0_x16(const void* W, int64_t N, int64_t K, void* out) {
+  check_x16(kernel_path(), K, "repack_q8_0_x16");
+  const int64_t nb = K / QK8_0, tiles = (N + 15) / 16;
+  const size_t w_row = ggml_row_size(GgmlType::Q8_0, K);
+  const uint8_t* w = static_cast<const uint8_t*>(W);
+  uint8_t* o = static_cast<uint8_t*>(out);
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tiles; ++t)
+    simd::repack_q8_0_x16(nb, w + size_t(t * 16) * w_row, w_row, std::min<int64_t>(16, N - t * 16),
+                          o + simd::q8_0_x16_bytes(t * 16, nb));
+}
+
+void qmatmul_x16(const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate) {
+  const KernelPath path = kernel_path();
+  check_x16(path, K, "qmatmul_x16");
+  qmatmul_impl(GgmlType::Q8_0, W, N, K, x, M, y, accumulate, path, true);
 }
 
 void qmatmul_rows(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t ldx, int64_t M, float* y,
@@ -306,6 +345,8 @@ void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
     const QMatvec& q = jobs[j];
     qmatmul_activation_type(q.type);
     check_blocks(q.K, ggml_block_size(q.type), "qmatvec_batch");
+    if (q.x16 && (q.type != GgmlType::Q8_0 || !q8_0_x16_available(path)))
+      throw Error("qmatvec_batch", "a repacked (x16) job needs Q8_0 weights and the AVX-512 VNNI kernels");
     // Each job's rows start 64-byte aligned: a Q8_0 job (34-byte blocks) may precede a Q8_K one,
     // whose float scale needs 4-byte alignment (UBSan caught the misaligned access).
     const int64_t M = std::max<int64_t>(q.M, 0);
@@ -330,12 +371,18 @@ void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
     for (int64_t j = 0; j < count; ++j) {
       const QMatvec& q = jobs[j];
       if (q.M <= 0 || q.N <= 0 || ca[j + 1] <= begin || ca[j] >= end) continue;
-      auto first_row_at = [&](int64_t c) { return std::min(q.N, (std::max<int64_t>(c - ca[j], 0) + q.M - 1) / q.M); };
+      // Repacked weights go in whole tiles of 16 rows: a tile is taken by the range its first
+      // row's first unit falls in.
+      const int64_t align = q.x16 ? 16 : 1;
+      auto first_row_at = [&](int64_t c) {
+        const int64_t row = (std::max<int64_t>(c - ca[j], 0) + q.M - 1) / q.M;
+        return std::min(q.N, (row + align - 1) / align * align);
+      };
       const int64_t n0 = first_row_at(begin), n1 = first_row_at(end);
       if (n1 <= n0) continue;
       const size_t x_row = (activation_row_bytes(q.type, q.K, path) + 63) / 64 * 64;
       product_rows(q.type, static_cast<const uint8_t*>(q.W), q.K, n0, n1, xq_data + xa[j], x_row, q.M, q.y, q.N,
-                   q.accumulate, path);
+                   q.accumulate, path, q.x16);
     }
   };
   // The dynamic tail only for decode and verify steps (M <= 2): prefill jobs keep whole

@@ -38,6 +38,20 @@ inline void qmatmul(GgmlType t, const void* W, int64_t N, int64_t K, const float
   qmatmul(t, W, N, K, x, M, y, accumulate, kernel_path());
 }
 
+// Q8_0 weights repacked for the AVX-512 VNNI kernels: per tile of 16 rows and 32-value block,
+// the quants in the layout the kernel multiplies (transposed, +128) and the 16 fp16 scales, 544
+// bytes, one contiguous stream per tile (kernels/qgemm_x86.cpp). Same bytes per row as the rows
+// when N is a multiple of 16. Products from it are bit-identical to those from the rows, but a
+// decode step reads it at 90-100% of the memory bandwidth instead of 70-80% (the rows are 16
+// streams 2 KB apart, transposed and their scales gathered per block). Only on the VNNI path.
+bool q8_0_x16_available(KernelPath path = kernel_path());
+size_t q8_0_x16_bytes(int64_t N, int64_t K);
+// W's N rows of Q8_0 (K values each) into out (q8_0_x16_bytes(N, K)); OpenMP over tiles. Throws
+// whale::Error when the x16 kernels are not available or K is not a multiple of 32.
+void repack_q8_0_x16(const void* W, int64_t N, int64_t K, void* out);
+// qmatmul with W in that layout.
+void qmatmul_x16(const void* W, int64_t N, int64_t K, const float* x, int64_t M, float* y, bool accumulate = false);
+
 // y[m * ldy + n] (+)= x[m * ldx, K] · W row n for n < N, m < M, on the calling thread only (no
 // OpenMP: for callers already inside a parallel region, e.g. one attention head per worker).
 // x's rows may be strided (a head's slice of each token's row). Activations are quantised as
@@ -56,6 +70,7 @@ struct QMatvec {
   float* y;
   bool accumulate = false;
   int64_t M = 1;
+  bool x16 = false;  // W is Q8_0 repacked by repack_q8_0_x16 (type Q8_0, VNNI path only)
 };
 // Every job's product in one parallel region: the weight rows of all jobs are split into
 // contiguous shares per thread, so independent small products (a MoE layer's chosen experts at

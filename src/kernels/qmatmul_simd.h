@@ -34,6 +34,20 @@ void pack_q8_0(const block_q8_0* x, int64_t nb, uint8_t* out);
 void quantize_pack_q8_0(const float* x, int64_t nb, uint8_t* out);
 void gemm_q8_0_vnni(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, const uint8_t* X, size_t x_stride,
                     int64_t M, float* y, int64_t ldy, bool accumulate);
+// Q8_0 weights repacked for these kernels ("x16"): per tile of 16 rows and block, the quants
+// (+128) in the VNNI layout and then the 16 fp16 scales, 544 bytes, tile after tile
+// (qgemm_x86.cpp). The products from it are the same bits as gemm_q8_0_vnni's on the rows.
+inline size_t q8_0_x16_bytes(int64_t rows, int64_t nb) { return size_t((rows + 15) / 16) * size_t(nb) * 544; }
+// Rows [0, rows) of W (rows w_stride bytes apart) into out (q8_0_x16_bytes(rows, nb) bytes).
+void repack_q8_0_x16(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, uint8_t* out);
+// gemm_q8_0_vnni on repacked weights: P is the first tile of the rows (a row index that is a
+// multiple of 16), rows of them from there.
+void gemm_q8_0x16_vnni(int64_t nb, const uint8_t* P, int64_t rows, const uint8_t* X, size_t x_stride, int64_t M,
+                       float* y, int64_t ldy, bool accumulate);
+// From how many activation rows the AMX tiles take over where the CPU has them (default 8, or
+// WHALE_QGEMM_AMX_MIN); tests set it to reach both kernels on one machine. Same bits either way.
+void set_qgemm_amx_min_rows(int64_t rows);
+int64_t qgemm_amx_min_rows();
 // How far ahead (bytes) the one-activation-row (decode) kernel prefetches the weights; 0 turns it
 // off. Defaults to WHALE_QGEMM_PREFETCH_KB (KiB) or kQgemmPrefetchDefault; for same-process A/B
 // measurements.

@@ -151,11 +151,12 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   std::optional<phases::Scope> scope;
   scope.emplace(phases::kAttnProj, phase_bytes({&q_in, &w.attn.kv_a_proj_with_mqa, &w.attn.q_b_proj}));
   QMatvec xn_jobs[2];
-  if (T <= 2 && quantised_form(q_in, &xn_jobs[0].type, &xn_jobs[0].W) &&
-      quantised_form(w.attn.kv_a_proj_with_mqa, &xn_jobs[1].type, &xn_jobs[1].W)) {
-    xn_jobs[0] = {xn_jobs[0].type, xn_jobs[0].W, q_in.rows(), q_in.cols(), xn, q_in_out, false, T};
+  bool x16[2];
+  if (T <= 2 && quantised_form(q_in, &xn_jobs[0].type, &xn_jobs[0].W, &x16[0]) &&
+      quantised_form(w.attn.kv_a_proj_with_mqa, &xn_jobs[1].type, &xn_jobs[1].W, &x16[1])) {
+    xn_jobs[0] = {xn_jobs[0].type, xn_jobs[0].W, q_in.rows(), q_in.cols(), xn, q_in_out, false, T, x16[0]};
     const Tensor& kv_a = w.attn.kv_a_proj_with_mqa;
-    xn_jobs[1] = {xn_jobs[1].type, xn_jobs[1].W, kv_a.rows(), kv_a.cols(), xn, kva, false, T};
+    xn_jobs[1] = {xn_jobs[1].type, xn_jobs[1].W, kv_a.rows(), kv_a.cols(), xn, kva, false, T, x16[1]};
     qmatvec_batch(xn_jobs, 2);
   } else {
     project(xn, T, q_in, q_in_out);

@@ -277,17 +277,11 @@ bool Transformer::moe_fused_quantised(const LayerWeights& w, const float* xn, in
   const bool shared = c.n_shared_experts > 0;
   const int64_t Is = shared ? w.moe.shared.gate_proj.rows() : 0;
   auto job = [&](const Tensor& W, const float* in, int64_t M, float* out, QMatvec* j) {
-    auto it = quantised_.find(W.data);
     GgmlType t;
-    if (it != quantised_.end()) {
-      t = it->second.type;
-      j->W = it->second.data.data();
-    } else if (W.dtype != DType::F32 && W.dtype != DType::BF16 && ggml_type_of(W.dtype, &t) && qmatmul_supported(t)) {
-      j->W = W.data;
-    } else {
-      return false;
-    }
-    *j = {t, j->W, W.rows(), W.cols(), in, out, false, M};
+    const void* data;
+    bool x16;
+    if (!quantised_form(W, &t, &data, &x16)) return false;
+    *j = {t, data, W.rows(), W.cols(), in, out, false, M, x16};
     return true;
   };
   const int64_t* offsets = moe_offsets_.data();

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "core/error.h"
@@ -16,12 +17,19 @@ namespace {
 enum Slot { kXn, kMlpGate, kMlpUp, kMlpAct, kMtpIn, kMtpX, kAttnOut, kHeadIn, kNumSlots };
 }
 
-Transformer::Transformer(const Model& model, AttentionMode mode)
+Transformer::Transformer(const Model& model, AttentionMode mode, WeightRepack repack)
     : model_(model),
       config_(model.config),
       mode_(mode),
       rope_(model.config),
-      softmax_scale_(float(model.config.softmax_scale())) {
+      softmax_scale_(float(model.config.softmax_scale())),
+      repack_(repack) {
+  if (repack_ == WeightRepack::Auto)
+    if (const char* env = std::getenv("WHALE_REPACK"); env && *env) {
+      const std::string v = env;
+      if (v != "0" && v != "1") throw Error("WHALE_REPACK", "is '" + v + "'; expected 0 (off) or 1 (on)");
+      repack_ = v == "1" ? WeightRepack::On : WeightRepack::Off;
+    }
   const ModelWeights& w = model.weights;
   const int64_t slots = config_.num_hidden_layers + config_.num_nextn_predict_layers;
   kv_b_f32_.resize(size_t(slots));
@@ -51,12 +59,10 @@ Transformer::Transformer(const Model& model, AttentionMode mode)
     quantised_absorption_ = v == "int8";
   }
   if (const char* env = std::getenv("WHALE_ABSORB_FUSE"); env && std::string(env) == "0") fuse_absorption_ = false;
+  if (repack_ != WeightRepack::Off) repack_weights(repack_ == WeightRepack::Auto);
 }
 
-size_t Transformer::quantize_weights(GgmlType type) {
-  if (!qmatmul_supported(type))
-    throw Error("quantize", std::string("no quantised kernels for ") + ggml_type_name(type) +
-                                "; expected q8_0, q4_0, q4_K or q6_K");
+std::vector<const Tensor*> Transformer::projection_targets() const {
   std::vector<const Tensor*> targets{&model_.weights.lm_head};
   auto add_mlp = [&](const MlpWeights& m) {
     for (const Tensor* t : {&m.gate_proj, &m.up_proj, &m.down_proj}) targets.push_back(t);
@@ -71,9 +77,54 @@ size_t Transformer::quantize_weights(GgmlType type) {
   };
   for (const LayerWeights& l : model_.weights.layers) add_layer(l);
   for (const LayerWeights& l : model_.weights.mtp) add_layer(l);
+  return targets;
+}
+
+void Transformer::repack_weights(bool check_memory) {
+  if (!q8_0_x16_available()) return;
+  {
+    static std::mutex mutex;  // Transformers built on one model in several threads make one copy
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!model_.repacked) {
+      // Each distinct stored Q8_0 matrix (a GGUF's mapped tensor) once (a tied LM head shares
+      // the embedding's data), 64-byte aligned in one arena.
+      std::vector<const Tensor*> stored;
+      auto repacked = std::make_shared<RepackedWeights>();
+      size_t total = 0;
+      for (const Tensor* t : projection_targets()) {
+        if (t->empty() || t->shape.size() != 2 || t->dtype != DType::Q8_0 || t->cols() % QK8_0 != 0 ||
+            repacked->tensors.count(t->data))
+          continue;
+        const size_t bytes = q8_0_x16_bytes(t->rows(), t->cols());
+        repacked->tensors.emplace(t->data, std::make_pair(total, bytes));
+        stored.push_back(t);
+        total += (bytes + 63) / 64 * 64;
+      }
+      if (stored.empty() || (check_memory && total + (size_t(1) << 30) > available_memory())) return;
+      repacked->arena = AnonymousMemory(total, "repacked weights");
+      for (const Tensor* t : stored) {
+        repack_q8_0_x16(t->data, t->rows(), t->cols(), repacked->arena.data() + repacked->tensors.at(t->data).first);
+        // The projections no longer read the mapped rows: first in line for reclaim.
+        advise_cold(t->data, ggml_row_size(GgmlType::Q8_0, t->cols()) * size_t(t->rows()));
+      }
+      model_.repacked = std::move(repacked);
+    }
+  }
+  repacked_ = model_.repacked;
+  for (const auto& [source, at] : repacked_->tensors)
+    quantised_.emplace(source, QuantisedWeight{GgmlType::Q8_0, {}, repacked_->arena.data() + at.first, at.second, true});
+  repacked_bytes_ = repacked_->arena.size();
+}
+
+size_t Transformer::quantize_weights(GgmlType type) {
+  if (!qmatmul_supported(type))
+    throw Error("quantize", std::string("no quantised kernels for ") + ggml_type_name(type) +
+                                "; expected q8_0, q4_0, q4_K or q6_K");
   size_t total = 0;
   std::vector<float> row;
-  for (const Tensor* t : targets) {
+  // Q8_0 copies go into the VNNI kernels' layout (same bits, faster reads) unless turned off.
+  const bool x16 = type == GgmlType::Q8_0 && repack_ != WeightRepack::Off && q8_0_x16_available();
+  for (const Tensor* t : projection_targets()) {
     if (t->empty() || t->shape.size() != 2 || t->cols() % ggml_block_size(type) != 0 || quantised_.count(t->data)) continue;
     const int64_t N = t->rows(), K = t->cols();
     const size_t row_bytes = ggml_row_size(type, K);
@@ -84,6 +135,12 @@ size_t Transformer::quantize_weights(GgmlType type) {
       copy_row(*t, r, row.data());
       quantize_row(type, row.data(), q.data.data() + size_t(r) * row_bytes, K);
     }
+    if (x16) {
+      std::vector<uint8_t> packed(q8_0_x16_bytes(N, K));
+      repack_q8_0_x16(q.data.data(), N, K, packed.data());
+      q.data = std::move(packed);
+      q.x16 = true;
+    }
     total += q.data.size();
     quantised_.emplace(t->data, std::move(q));
   }
@@ -93,7 +150,7 @@ size_t Transformer::quantize_weights(GgmlType type) {
 double Transformer::weight_bytes(const Tensor& W) const {
   if (W.empty()) return 0.0;
   auto it = quantised_.find(W.data);
-  if (it != quantised_.end()) return double(it->second.data.size());
+  if (it != quantised_.end()) return double(it->second.size());
   GgmlType stored;
   if (W.shape.size() == 2 && ggml_type_of(W.dtype, &stored)) return double(ggml_row_size(stored, W.cols())) * double(W.rows());
   return double(W.numel()) * double(dtype_size(W.dtype));
@@ -109,7 +166,11 @@ double Transformer::phase_bytes(std::initializer_list<const Tensor*> weights) co
 void Transformer::project(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate) {
   if (!quantised_.empty()) {
     auto it = quantised_.find(W.data);
-    if (it != quantised_.end()) return qmatmul(it->second.type, it->second.data.data(), W.rows(), W.cols(), x, M, y, accumulate);
+    if (it != quantised_.end()) {
+      const QuantisedWeight& q = it->second;
+      if (q.x16) return qmatmul_x16(q.bytes(), W.rows(), W.cols(), x, M, y, accumulate);
+      return qmatmul(q.type, q.bytes(), W.rows(), W.cols(), x, M, y, accumulate);
+    }
   }
   if (accumulate) {
     linear_accumulate(x, M, W, y);
@@ -118,11 +179,14 @@ void Transformer::project(const float* x, int64_t M, const Tensor& W, float* y, 
   }
 }
 
-bool Transformer::quantised_form(const Tensor& W, GgmlType* type, const void** data) const {
+bool Transformer::quantised_form(const Tensor& W, GgmlType* type, const void** data, bool* x16) const {
+  if (x16) *x16 = false;
   if (W.empty() || W.shape.size() != 2) return false;
   if (auto it = quantised_.find(W.data); it != quantised_.end()) {
     *type = it->second.type;
-    *data = it->second.data.data();
+    *data = it->second.bytes();
+    if (x16) *x16 = it->second.x16;
+    else if (it->second.x16) return false;  // a caller that cannot take the layout: the float path
     return true;
   }
   GgmlType stored;

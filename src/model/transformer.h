@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
@@ -31,9 +32,18 @@ struct RouterStats {
   std::vector<int64_t> expert_tokens;  // per expert: tokens routed to it
 };
 
+// Whether a Transformer repacks its Q8_0 projections (attention, dense and expert MLPs, MTP
+// projections, LM head: a GGUF's mapped tensors or quantize_weights' copies) into the layout of
+// the AVX-512 VNNI kernels (kernels/qmatmul.h: repack_q8_0_x16), in anonymous memory, at
+// construction. Same bits out; a V2-Lite decode step reads its weights ~1.2x faster. Auto: when
+// the CPU has the kernels and the copy fits in MemAvailable with 1 GiB to spare (a model larger
+// than memory keeps streaming from its mapping); WHALE_REPACK=0 or 1 turns Auto into Off or On.
+// On: whenever the CPU has the kernels. Off: never (weights read as mapped).
+enum class WeightRepack { Auto, Off, On };
+
 class Transformer {
  public:
-  Transformer(const Model& model, AttentionMode mode = AttentionMode::Auto);
+  Transformer(const Model& model, AttentionMode mode = AttentionMode::Auto, WeightRepack repack = WeightRepack::Auto);
 
   // Runs the decoder layers over tokens (one per row of all spans) and appends to the caches.
   // hidden_out receives the last layer's output before the final norm: [rows, hidden].
@@ -72,7 +82,9 @@ class Transformer {
   // W_UV in one parallel region (latent_attention's item hooks) instead of three: same bits.
   // On by default; off for A/B (WHALE_ABSORB_FUSE=0).
   void set_fused_absorption(bool on) { fuse_absorption_ = on; }
-  // Bytes a forward reads for W: its quantised copy when there is one, else as stored.
+  // Bytes of weights held repacked (WeightRepack), 0 when none are.
+  size_t repacked_bytes() const { return repacked_bytes_; }
+  // Bytes a forward reads for W: its quantised or repacked copy when there is one, else as stored.
   double weight_bytes(const Tensor& W) const;
   // Their sum for the phase timer (core/phase_timer.h); 0 without a lookup while it is off, so
   // the decode path pays nothing for it.
@@ -94,7 +106,13 @@ class Transformer {
   std::vector<float>& buffer(int slot, size_t n);
   // The quantised form project() runs W on: quantize_weights' copy, else W's own blocks when it
   // is stored block-quantised in a type qmatmul covers. False: W takes the float kernels.
-  bool quantised_form(const Tensor& W, GgmlType* type, const void** data) const;
+  // x16 (may be null): set to whether data is in repack_q8_0_x16's layout.
+  bool quantised_form(const Tensor& W, GgmlType* type, const void** data, bool* x16 = nullptr) const;
+  // The matrices quantize_weights and the repacking cover.
+  std::vector<const Tensor*> projection_targets() const;
+  // Uses the model's repacked weights, making them first (every stored Q8_0 target) when the
+  // CPU has the kernels and, with check_memory, the copy fits in memory.
+  void repack_weights(bool check_memory);
   // y (+)= x W^T through the quantised copy of W when quantize_weights made one.
   void project(const float* x, int64_t M, const Tensor& W, float* y, bool accumulate = false);
 
@@ -115,9 +133,17 @@ class Transformer {
   std::vector<int64_t> moe_offsets_, moe_fill_, moe_rows_;
   struct QuantisedWeight {
     GgmlType type;
-    std::vector<uint8_t> data;  // rows of ggml_row_size(type, cols) bytes
+    std::vector<uint8_t> data;        // quantize_weights' copy: rows of ggml_row_size(type, cols) bytes, or x16
+    const uint8_t* arena = nullptr;   // instead: in the model's RepackedWeights, arena_bytes of it
+    size_t arena_bytes = 0;
+    bool x16 = false;                 // Q8_0 in repack_q8_0_x16's layout
+    const uint8_t* bytes() const { return arena ? arena : data.data(); }
+    size_t size() const { return arena ? arena_bytes : data.size(); }
   };
   std::unordered_map<const void*, QuantisedWeight> quantised_;  // by the source tensor's data
+  WeightRepack repack_;
+  std::shared_ptr<const RepackedWeights> repacked_;  // the model's, when this Transformer uses them
+  size_t repacked_bytes_ = 0;
 };
 
 }  // namespace whale

@@ -12,6 +12,7 @@
 #include "io/checkpoint.h"
 #include "io/gguf.h"
 #include "io/gguf_model.h"
+#include "kernels/qmatmul.h"
 #include "io_test_util.h"
 #include "model/transformer.h"
 
@@ -184,4 +185,69 @@ TEST(RandomGguf, DecodePhasesCountEachWeightTheStepReadsOnce) {
   EXPECT_EQ(t.calls[phases::kDenseMlp], c.num_hidden_layers - moe_layers);
   EXPECT_EQ(t.calls[phases::kHead], 1);
   phases::reset();
+}
+
+TEST(RandomGguf, RepackedWeightsGiveTheMappedRowsBitsInEveryStep) {
+  // WeightRepack::On against Off on the same mapped Q8_0 file: a prefill of 5 tokens, two
+  // decode steps, a verify-shaped step of 2 rows and the MTP module must give identical logits
+  // (the repacked layout feeds the same integer dots and float chain). Also a BF16 model's
+  // quantize_weights(Q8_0) copies, repacked or not.
+  if (!q8_0_x16_available()) GTEST_SKIP() << "no AVX-512 VNNI kernels on this CPU";
+  for (const ModelConfig& c : {v2lite_tiny(), tiny_config()}) {  // tiny-v3 has an MTP module
+    TempDir dir;
+    GgufExportOptions options;
+    options.type = GgmlType::Q8_0;
+    write_random_gguf(c, dir / "m.gguf", options, init(11));
+    auto m = load_model(dir / "m.gguf");
+    auto run = [&](WeightRepack repack, size_t* repacked) {
+      Transformer tf(*m, AttentionMode::Auto, repack);
+      *repacked = tf.repacked_bytes();
+      KVCache cache(c, 16);
+      std::vector<float> out, hidden(size_t(5 * c.hidden_size)), logits(size_t(2 * c.vocab_size));
+      auto step = [&](const std::vector<int32_t>& tokens, int64_t pos) {
+        const int64_t n = int64_t(tokens.size());
+        tf.forward(tokens.data(), {SeqSpan{&cache, 0, n, pos}}, hidden.data());
+        std::vector<int64_t> rows;
+        for (int64_t i = 0; i < n && i < 2; ++i) rows.push_back(n - 1 - i);
+        tf.logits(hidden.data(), rows, logits.data());
+        out.insert(out.end(), logits.begin(), logits.begin() + int64_t(rows.size()) * c.vocab_size);
+      };
+      step({3, 9, 27, 81, 243}, 0);
+      step({7}, 5);
+      step({11}, 6);
+      step({13, 17}, 7);
+      if (c.num_nextn_predict_layers > 0) {
+        KVCache mtp_cache(c, 16);
+        const std::vector<int32_t> next{9, 27};
+        tf.mtp_logits(hidden.data(), next.data(), {SeqSpan{&mtp_cache, 0, 2, 0}}, logits.data());
+        out.insert(out.end(), logits.begin(), logits.begin() + 2 * c.vocab_size);
+      }
+      return out;
+    };
+    size_t off_bytes = 0, on_bytes = 0;
+    const auto want = run(WeightRepack::Off, &off_bytes), got = run(WeightRepack::On, &on_bytes);
+    EXPECT_EQ(off_bytes, 0u);
+    EXPECT_GT(on_bytes, 0u);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "logit " << i;
+  }
+  // Run-time quantisation of a BF16 model to Q8_0: repacked copies or row copies, same bits.
+  const ModelConfig c = v2lite_tiny();
+  const auto bf16 = init_model(c, init(5));
+  auto quantised_logits = [&](WeightRepack repack) {
+    Transformer tf(*bf16, AttentionMode::Auto, repack);
+    tf.quantize_weights(GgmlType::Q8_0);
+    KVCache cache(c, 8);
+    const std::vector<int32_t> prompt{1, 2, 3};
+    std::vector<float> hidden(size_t(3 * c.hidden_size)), logits(size_t(c.vocab_size));
+    tf.forward(prompt.data(), {SeqSpan{&cache, 0, 3, 0}}, hidden.data());
+    tf.logits(hidden.data(), {2}, logits.data());
+    const int32_t next = 4;
+    tf.forward(&next, {SeqSpan{&cache, 0, 1, 3}}, hidden.data());
+    std::vector<float> more(size_t(c.vocab_size));
+    tf.logits(hidden.data(), {0}, more.data());
+    logits.insert(logits.end(), more.begin(), more.end());
+    return logits;
+  };
+  EXPECT_EQ(quantised_logits(WeightRepack::On), quantised_logits(WeightRepack::Off));
 }

@@ -22,24 +22,14 @@
 #include "kernels/cpu_features.h"
 #include "kernels/qmatmul.h"
 #include "kernels/qmatmul_simd.h"
+#include "qgemm_test_util.h"
 
 using namespace whale;
+using whale::testing::fma_chain;
+using whale::testing::quantize_q8_0;
+using whale::testing::values_with_outliers;
 
 namespace {
-
-std::vector<float> random_values(int64_t n, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = float(rng.normal());
-  for (int64_t i = 0; i < n; i += 61) v[size_t(i)] *= 8.0f;  // outliers
-  return v;
-}
-
-std::vector<block_q8_0> quantize_q8_0(const std::vector<float>& x, int64_t rows, int64_t k) {
-  std::vector<block_q8_0> q(size_t(rows * k / QK8_0));
-  for (int64_t r = 0; r < rows; ++r) quantize_row_q8_0(x.data() + r * k, q.data() + r * (k / QK8_0), k);
-  return q;
-}
 
 // Exact per block, then double: sum_b d_w d_x (w_b · x_b), and the magnitude sum_b |...|.
 void reference(const block_q8_0* w, const block_q8_0* x, int64_t nb, double* value, double* magnitude) {
@@ -51,18 +41,6 @@ void reference(const block_q8_0* w, const block_q8_0* x, int64_t nb, double* val
     *value += v;
     *magnitude += std::fabs(v);
   }
-}
-
-// The kernel's defined arithmetic, written plainly: per block in order, the exact integer dot,
-// then acc = fmaf(dot, d_w * d_x, acc).
-float fma_chain(const block_q8_0* w, const block_q8_0* x, int64_t nb) {
-  float acc = 0.0f;
-  for (int64_t b = 0; b < nb; ++b) {
-    int32_t s = 0;
-    for (int j = 0; j < QK8_0; ++j) s += int32_t(w[b].qs[j]) * int32_t(x[b].qs[j]);
-    acc = std::fmaf(float(s), f16_to_f32(w[b].d) * f16_to_f32(x[b].d), acc);
-  }
-  return acc;
 }
 
 // Random weights quantised to each job's type, and M (at least 1) input rows per job.
@@ -79,11 +57,11 @@ JobData random_jobs(const std::vector<JobShape>& shapes, uint64_t weight_seed, u
   JobData d;
   for (size_t i = 0; i < shapes.size(); ++i) {
     const JobShape& s = shapes[i];
-    const auto w = random_values(s.N * s.K, weight_seed + i);
+    const auto w = values_with_outliers(s.N * s.K, weight_seed + i);
     d.weights.emplace_back(ggml_row_size(s.type, s.K) * size_t(s.N));
     for (int64_t r = 0; r < s.N; ++r)
       quantize_row(s.type, w.data() + r * s.K, d.weights.back().data() + size_t(r) * ggml_row_size(s.type, s.K), s.K);
-    d.inputs.push_back(random_values(std::max<int64_t>(s.M, 1) * s.K, input_seed + i));
+    d.inputs.push_back(values_with_outliers(std::max<int64_t>(s.M, 1) * s.K, input_seed + i));
   }
   return d;
 }
@@ -98,8 +76,8 @@ TEST(QuantGemm, Q8_0IsTheScalarFmaChainBitForBit) {
     const int64_t K = nb * QK8_0;
     for (int64_t N : {1, 15, 16, 17, 33}) {
       for (int64_t M : {1, 2, 5, 6, 16, 17, 40}) {
-        const auto wq = quantize_q8_0(random_values(N * K, 500 + uint64_t(nb * 13 + N)), N, K);
-        const auto xf = random_values(M * K, 600 + uint64_t(nb * 5 + M));
+        const auto wq = quantize_q8_0(values_with_outliers(N * K, 500 + uint64_t(nb * 13 + N)), N, K);
+        const auto xf = values_with_outliers(M * K, 600 + uint64_t(nb * 5 + M));
         const auto xq = quantize_q8_0(xf, M, K);
         std::vector<float> y(size_t(M * N), -1.0f);
         qmatmul(GgmlType::Q8_0, wq.data(), N, K, xf.data(), M, y.data(), false, KernelPath::Avx512Vnni);
@@ -142,8 +120,8 @@ TEST(QuantGemm, Q8_0MatchesExactBlockReferenceForOddShapes) {
     const int64_t K = nb * QK8_0;
     for (int64_t N : {1, 3, 6, 9}) {
       for (int64_t M : {1, 2, 3, 8, 11}) {
-        const auto wf = random_values(N * K, 100 + uint64_t(nb * 31 + N));
-        const auto xf = random_values(M * K, 200 + uint64_t(nb * 7 + M));
+        const auto wf = values_with_outliers(N * K, 100 + uint64_t(nb * 31 + N));
+        const auto xf = values_with_outliers(M * K, 200 + uint64_t(nb * 7 + M));
         const auto wq = quantize_q8_0(wf, N, K);
         const auto xq = quantize_q8_0(xf, M, K);  // what qmatmul quantises x to (same reference code)
         std::vector<float> y(size_t(M * N)), y_acc(size_t(M * N), 0.5f);
@@ -164,8 +142,8 @@ TEST(QuantGemm, Q8_0MatchesExactBlockReferenceForOddShapes) {
 TEST(QuantGemm, RowResultDoesNotDependOnBatchSize) {
   if (!cpu_supports(KernelPath::Avx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
   const int64_t N = 37, K = 9 * QK8_0, M = 70;  // > 64 rows: qmatmul's long-batch tiling too
-  const auto wq = quantize_q8_0(random_values(N * K, 5), N, K);
-  const auto xf = random_values(M * K, 6);
+  const auto wq = quantize_q8_0(values_with_outliers(N * K, 5), N, K);
+  const auto xf = values_with_outliers(M * K, 6);
   std::vector<float> all(size_t(M * N));
   qmatmul(GgmlType::Q8_0, wq.data(), N, K, xf.data(), M, all.data(), false, KernelPath::Avx512Vnni);
   for (int64_t m = 0; m < M; m += 3) {
@@ -218,7 +196,7 @@ TEST(QuantGemm, FastActivationQuantisationIsBitExact) {
   // Random blocks of very different scales, an all-zero block, and exact ties: with amax 127
   // the scale is 1, so x.5 must round away from zero as roundf does.
   const int64_t nb = 7, K = nb * QK8_0;
-  std::vector<float> x = random_values(K, 77);
+  std::vector<float> x = values_with_outliers(K, 77);
   for (int64_t j = 0; j < QK8_0; ++j) x[size_t(j)] *= 1e-3f;
   for (int64_t j = 0; j < QK8_0; ++j) x[size_t(2 * QK8_0 + j)] = 0.0f;
   const float ties[] = {127.0f, 2.5f, -3.5f, 0.5f, -0.5f, 126.5f, -1.5f, 1.4999999f};

@@ -78,15 +78,17 @@ AnonymousMemory& AnonymousMemory::operator=(AnonymousMemory&& other) noexcept {
   return *this;
 }
 
-void advise_cold(const void* p, size_t bytes) {
-#ifdef MADV_COLD
+void advise_unneeded(const void* p, size_t bytes, bool reclaim_now) {
   const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
   const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_COLD);
+  if (end <= begin) return;
+  void* start = reinterpret_cast<void*>(begin);
+#if defined(MADV_PAGEOUT) && defined(MADV_COLD)
+  ::madvise(start, end - begin, reclaim_now ? MADV_PAGEOUT : MADV_COLD);
 #else
-  (void)p;
-  (void)bytes;
+  (void)start;
+  (void)reclaim_now;
 #endif
 }
 

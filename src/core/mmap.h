@@ -51,8 +51,10 @@ class AnonymousMemory {
 size_t available_memory();
 
 // Tells the kernel that the whole pages inside [p, p + bytes) of a file mapping will not be
-// read again soon (MADV_COLD: first in line for reclaim; contents kept, nothing is lost).
-void advise_cold(const void* p, size_t bytes);
+// read again soon: MADV_COLD (first in line for reclaim), or with reclaim_now MADV_PAGEOUT
+// (reclaimed now where nothing else maps them). Clean file pages are read back on demand; pages
+// written through a private mapping are never dropped (without swap they stay): nothing is lost.
+void advise_unneeded(const void* p, size_t bytes, bool reclaim_now);
 
 // Writes bytes to path atomically: a temporary file in the same directory, fsync, rename.
 // A killed process leaves either the old file or the new one, never a torn file.

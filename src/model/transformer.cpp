@@ -100,12 +100,19 @@ void Transformer::repack_weights(bool check_memory) {
         stored.push_back(t);
         total += (bytes + 63) / 64 * 64;
       }
-      if (stored.empty() || (check_memory && total + (size_t(1) << 30) > available_memory())) return;
+      const size_t available = available_memory();
+      if (stored.empty() || (check_memory && total + (size_t(1) << 30) > available)) return;
+      // The projections no longer read the mapped rows once repacked. When the rows and the copy
+      // do not both fit (a 16 GB file and its copy on 24 GB), each matrix's rows are reclaimed
+      // right after it is repacked, so the copy does not push out rows still to be read (which
+      // would be read from disk twice); otherwise they are only first in line for reclaim.
+      size_t source_bytes = 0;
+      for (const Tensor* t : stored) source_bytes += ggml_row_size(GgmlType::Q8_0, t->cols()) * size_t(t->rows());
+      const bool tight = total + source_bytes > available;
       repacked->arena = AnonymousMemory(total, "repacked weights");
       for (const Tensor* t : stored) {
         repack_q8_0_x16(t->data, t->rows(), t->cols(), repacked->arena.data() + repacked->tensors.at(t->data).first);
-        // The projections no longer read the mapped rows: first in line for reclaim.
-        advise_cold(t->data, ggml_row_size(GgmlType::Q8_0, t->cols()) * size_t(t->rows()));
+        advise_unneeded(t->data, ggml_row_size(GgmlType::Q8_0, t->cols()) * size_t(t->rows()), tight);
       }
       model_.repacked = std::move(repacked);
     }

@@ -83,7 +83,7 @@ class LineReader {
 };
 
 struct Options {
-  std::string model, system, format = "auto", attn = "auto";
+  std::string model, system, format = "auto", attn = "auto", repack = "auto";
   int64_t max_tokens = 2048, context = 0;
   SamplingParams sampling;
   std::vector<std::string> stop;
@@ -284,6 +284,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--context", opt->context, "KV cache size in tokens (default: max_position_embeddings, at most 4096)");
   cmd->add_option("--stop", opt->stop, "Stop an answer at this string (repeatable)");
   cmd->add_option("--attn", opt->attn, "Attention path: auto, absorb or naive")->capture_default_str();
+  add_repack_option(cmd, &opt->repack);
   cmd->add_flag("--hide-reasoning", opt->hide_reasoning,
                 "Collapse <think> reasoning: a terminal shows \"(thinking...)\" while it runs; its size is reported after");
   cmd->add_flag("--no-color", opt->no_color, "No ANSI colours even on a terminal (also: NO_COLOR=1)");
@@ -292,6 +293,7 @@ void register_chat(CLI::App& app) {
     if (opt->max_tokens < 1) throw Error("--max-tokens", "must be at least 1");
     install_sigint_handler();
     auto model = load_model(opt->model);
+    apply_repack(*model, opt->repack);
     std::unique_ptr<tokenizer::Tokenizer> tok = std::move(model->tokenizer);
     if (!tok) {
       const std::string path = (std::filesystem::path(model->source) / "tokenizer.json").string();

@@ -20,7 +20,7 @@ namespace whale::cli {
 
 void register_generate(CLI::App& app) {
   struct Options {
-    std::string model, prompt_tokens, prompt, attn = "auto", quantize;
+    std::string model, prompt_tokens, prompt, attn = "auto", repack = "auto", quantize;
     int64_t max_tokens = 32, batch = 1;
     SamplingParams sampling;
     bool ignore_eos = false, quiet = false, speculative = false;
@@ -43,6 +43,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--batch", opt->batch, "Run this many copies of the prompt as one batch (seeds seed..seed+n-1)")
       ->capture_default_str();
   cmd->add_option("--attn", opt->attn, "Attention path: auto, absorb or naive")->capture_default_str();
+  add_repack_option(cmd, &opt->repack);
   cmd->add_flag("--ignore-eos", opt->ignore_eos, "Keep generating past the end-of-sequence token");
   cmd->add_option("--quantize", opt->quantize,
                   "Requantise the projections at load to q8_0, q4_0, q4_k or q6_k and run them through the "
@@ -56,6 +57,7 @@ void register_generate(CLI::App& app) {
     if (opt->prompt_tokens.empty() && opt->prompt.empty())
       throw Error("generate", "give a prompt with --prompt TEXT or --prompt-tokens 1,2,3");
     auto model = load_model(opt->model);
+    apply_repack(*model, opt->repack);
     std::optional<tokenizer::Tokenizer> tok;
     std::vector<int32_t> prompt;
     if (!opt->prompt.empty()) {

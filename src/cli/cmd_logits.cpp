@@ -13,7 +13,7 @@ namespace whale::cli {
 
 void register_logits(CLI::App& app) {
   struct Options {
-    std::string model, tokens, out, mtp_out, attn = "auto";
+    std::string model, tokens, out, mtp_out, attn = "auto", repack = "auto";
     int64_t chunk = 0;
   };
   auto opt = std::make_shared<Options>();
@@ -24,11 +24,13 @@ void register_logits(CLI::App& app) {
   cmd->add_option("--mtp-out", opt->mtp_out,
                   "Also write the MTP head's logits: row i predicts token i+2 from position i and token i+1");
   cmd->add_option("--attn", opt->attn, "Attention path: auto, absorb or naive")->capture_default_str();
+  add_repack_option(cmd, &opt->repack);
   cmd->add_option("--chunk", opt->chunk,
                   "Feed the tokens through the cache in chunks of this size (0: one prefill; 1: token by token)")
       ->capture_default_str();
   cmd->callback([opt] {
     auto model = load_model(opt->model);
+    apply_repack(*model, opt->repack);
     const ModelConfig& c = model->config;
     std::vector<int32_t> tokens = parse_token_list(opt->tokens, "--tokens");
     const int64_t n = int64_t(tokens.size());

@@ -25,7 +25,7 @@ void on_signal(int) {
 
 void register_serve(CLI::App& app) {
   struct Options {
-    std::string model, attn = "auto", chat_format = "deepseek-v3", model_name;
+    std::string model, attn = "auto", repack = "auto", chat_format = "deepseek-v3", model_name;
     serve::ServerOptions server;
     int64_t kv_budget_mb = 0, kv_budget_tokens = 0;
     EngineOptions engine;
@@ -57,11 +57,13 @@ void register_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", opt->server.seed, "Seeds requests that give no seed")->capture_default_str();
   cmd->add_option("--attn", opt->attn, "Attention path: auto, absorb or naive")->capture_default_str();
+  add_repack_option(cmd, &opt->repack);
   cmd->callback([opt] {
     if (opt->server.api_key.empty())
       if (const char* k = std::getenv("WHALE_API_KEY")) opt->server.api_key = k;
     if (opt->server.threads < 2) throw Error("--threads", "must be at least 2");
     auto model = load_model(opt->model);
+    apply_repack(*model, opt->repack);
     auto tok = take_tokenizer(*model);  // the checkpoint's tokenizer.json, or the one inside a GGUF file
     if (!tok)
       throw Error(opt->model, "whale serve needs a tokenizer: the checkpoint's tokenizer.json (tokenizer_config.json "

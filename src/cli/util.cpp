@@ -1,5 +1,7 @@
 #include "cli/util.h"
 
+#include <CLI/CLI.hpp>
+
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
@@ -34,6 +36,18 @@ AttentionMode parse_attention_mode(const std::string& text) {
   if (text == "absorb" || text == "absorbed") return AttentionMode::Absorbed;
   if (text == "naive") return AttentionMode::Naive;
   throw Error("--attn", "'" + text + "' is not a mode (expected auto, absorb or naive)");
+}
+
+void add_repack_option(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--repack", *value,
+                  "Repack Q8_0 weights for the AVX-512 VNNI kernels at load (same output, faster decode, the weights "
+                  "then live in anonymous memory): auto (when they fit in free memory), on or off")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
+}
+
+void apply_repack(Model& model, const std::string& value) {
+  model.repack_policy = value == "on" ? WeightRepack::On : value == "off" ? WeightRepack::Off : WeightRepack::Auto;
 }
 
 void write_f32_file(const std::string& path, const std::vector<float>& values) {

@@ -16,7 +16,16 @@
 
 namespace whale {
 
-// Projection weights re-laid out for the CPU's kernels (model/transformer.h: WeightRepack):
+// Whether Transformers repack a model's Q8_0 projections (attention, dense and expert MLPs, MTP
+// projections, LM head: a GGUF's mapped tensors or quantize_weights' copies) into the layout of
+// the AVX-512 VNNI kernels (kernels/qmatmul.h: repack_q8_0_x16), in anonymous memory. Same bits
+// out; a V2-Lite decode step reads its weights ~1.2x faster. Auto: when the CPU has the kernels
+// and the copy fits in MemAvailable with 1 GiB to spare (a model larger than memory keeps
+// streaming from its mapping); WHALE_REPACK=0 or 1 turns Auto into Off or On. On: whenever the
+// CPU has the kernels. Off: never (weights read as mapped).
+enum class WeightRepack { Auto, Off, On };
+
+// Projection weights re-laid out for the CPU's kernels (WeightRepack):
 // Q8_0 matrices in kernels/qmatmul.h's x16 layout, in one arena.
 struct RepackedWeights {
   AnonymousMemory arena;
@@ -35,6 +44,8 @@ struct Model {
   // Made by the first Transformer that repacks this model's weights, shared by every later one
   // (a speculative and a plain generator on one 16 GB model hold one copy, not two).
   mutable std::shared_ptr<const RepackedWeights> repacked;
+  // What a Transformer built with WeightRepack::Auto does (the CLI's --repack).
+  WeightRepack repack_policy = WeightRepack::Auto;
 };
 
 struct LoadOptions {

@@ -23,7 +23,7 @@ Transformer::Transformer(const Model& model, AttentionMode mode, WeightRepack re
       mode_(mode),
       rope_(model.config),
       softmax_scale_(float(model.config.softmax_scale())),
-      repack_(repack) {
+      repack_(repack == WeightRepack::Auto ? model.repack_policy : repack) {
   if (repack_ == WeightRepack::Auto)
     if (const char* env = std::getenv("WHALE_REPACK"); env && *env) {
       const std::string v = env;

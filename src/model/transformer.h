@@ -32,17 +32,9 @@ struct RouterStats {
   std::vector<int64_t> expert_tokens;  // per expert: tokens routed to it
 };
 
-// Whether a Transformer repacks its Q8_0 projections (attention, dense and expert MLPs, MTP
-// projections, LM head: a GGUF's mapped tensors or quantize_weights' copies) into the layout of
-// the AVX-512 VNNI kernels (kernels/qmatmul.h: repack_q8_0_x16), in anonymous memory, at
-// construction. Same bits out; a V2-Lite decode step reads its weights ~1.2x faster. Auto: when
-// the CPU has the kernels and the copy fits in MemAvailable with 1 GiB to spare (a model larger
-// than memory keeps streaming from its mapping); WHALE_REPACK=0 or 1 turns Auto into Off or On.
-// On: whenever the CPU has the kernels. Off: never (weights read as mapped).
-enum class WeightRepack { Auto, Off, On };
-
 class Transformer {
  public:
+  // repack (io/checkpoint.h): Auto defers to model.repack_policy, then to WHALE_REPACK.
   Transformer(const Model& model, AttentionMode mode = AttentionMode::Auto, WeightRepack repack = WeightRepack::Auto);
 
   // Runs the decoder layers over tokens (one per row of all spans) and appends to the caches.

@@ -3,7 +3,8 @@
 # byte-identical logits in F32 (MTP head included); whale quantize of the F32 GGUF equals a
 # direct Q8_0 export, and its logits stay within 6% relative RMS: the Q8_0 weights (2.8% on
 # this model dequantised) run kept-quantised through qmatmul, whose 8-bit activations add
-# their own rounding (measured 3.7% in all; see tests/io/test_gguf_model.cpp). Usage: gguf_cli_test.sh WHALE SOURCE_DIR WORK_DIR
+# their own rounding (measured 3.7% in all; see tests/io/test_gguf_model.cpp); repacked or mapped
+# Q8_0 weights give the same bytes. Usage: gguf_cli_test.sh WHALE SOURCE_DIR WORK_DIR
 set -euo pipefail
 whale=$1 src=$2 work=$3
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
@@ -19,6 +20,15 @@ cmp ckpt.mtp.f32 gguf.mtp.f32
 "$whale" logits --model q8.gguf --tokens $tokens --out q8.f32
 "$whale" logits --model q8_direct.gguf --tokens $tokens --out q8_direct.f32
 cmp q8.f32 q8_direct.f32
+# Q8_0 repacked for the VNNI kernels (--repack, on by default where the CPU has them) or read
+# as mapped: the same bytes, MTP head included; a bad value is refused by name.
+"$whale" logits --model q8.gguf --tokens $tokens --out q8.on.f32 --mtp-out q8.on.mtp.f32 --repack on
+"$whale" logits --model q8.gguf --tokens $tokens --out q8.off.f32 --mtp-out q8.off.mtp.f32 --repack off
+cmp q8.on.f32 q8.off.f32
+cmp q8.on.mtp.f32 q8.off.mtp.f32
+cmp q8.on.f32 q8.f32
+if "$whale" logits --model q8.gguf --tokens 1 --out x.f32 --repack sometimes 2> err.txt; then exit 1; fi
+grep -q -- "--repack" err.txt
 /usr/bin/python3 - <<'PY'
 import numpy as np
 a = np.fromfile("ckpt.f32", dtype=np.float32)

@@ -163,13 +163,16 @@ int main(int argc, char** argv) {
   app.add_option("--absorb", absorb, "Absorbed MLA products on a quantised split k_b/v_b: int8 or f32 "
                                      "(default: WHALE_ABSORB, else int8)")
       ->check(CLI::IsMember({"int8", "f32"}));
-  int64_t ab_rounds = 0, ab_prefetch = 0, ab_split = 0, ab_single = 0;
+  int64_t ab_rounds = 0, ab_prefetch = 0, ab_split = 0, ab_single = 0, spec_rounds = 0;
   app.add_option("--ab-qmatmul", ab_single, "Then alternate qmatmul's one-row products by 16-row tiles and as one "
                  "qmatvec_batch job this many rounds of --decode steps each in this process");
   app.add_option("--ab-split", ab_split, "Then alternate qmatvec_batch's static and dynamic work split this many rounds "
                  "of --decode steps each in this process");
   app.add_option("--ab-prefetch", ab_prefetch, "Then alternate the decode kernel's linear weight prefetch off and on this "
                  "many rounds of --decode steps each in this process; print median wall and CPU ms per step");
+  app.add_option("--spec-rounds", spec_rounds, "Then alternate N rounds of --decode plain steps and MTP speculative "
+                 "passes (a model with an MTP module) and report the median of each round's pass / step time: what a "
+                 "verify pass costs, whatever the acceptance")->capture_default_str();
   app.add_option("--ab-absorb", ab_rounds, "Then alternate f32 and int8 absorption this many rounds of --decode "
                                            "steps each in this process; print median wall and CPU ms per step");
   CLI11_PARSE(app, argc, argv);
@@ -274,6 +277,31 @@ int main(int argc, char** argv) {
                   "(DeepSeek-V3's report) that is %.2fx / %.2fx plain decode\n",
                   pass_s / step_s, 1.85 * step_s / pass_s, 1.90 * step_s / pass_s);
     }
+    if (spec_rounds > 0 && c.num_nextn_predict_layers > 0) {
+      SpeculativeGenerator spec(*model);
+      if (no_fused_moe) spec.transformer().set_fused_moe(false);
+      std::vector<double> ratio;
+      bool same = true;
+      for (int64_t r = 0; r < spec_rounds; ++r) {
+        double step = 0, cs = 0;
+        const auto plain = decode_step_seconds(gen, p, decode, &step, &cs);
+        GenerateOptions so;
+        so.max_tokens = decode;
+        so.stop_at_eos = false;
+        SpeculativeStats ss;
+        const auto drafted = spec.generate({p}, so, {}, &ss);
+        same = same && drafted[0] == plain;
+        const double pass = ss.decode_seconds / double(std::max<int64_t>(ss.steps, 1));
+        ratio.push_back(pass / step);
+        std::printf("spec round %lld: plain step %.1f ms, speculative pass %.1f ms (%.2fx), %lld of %lld drafts accepted\n",
+                    (long long)r, 1e3 * step, 1e3 * pass, pass / step, (long long)ss.accepted, (long long)ss.drafted);
+      }
+      const auto [r0, r1] = std::minmax_element(ratio.begin(), ratio.end());
+      const double m = median(ratio);
+      std::printf("speculative pass / plain step (median of %lld rounds): %.2fx (range %.2f-%.2f); greedy tokens %s; at "
+                  "85%% / 90%% acceptance that is %.2fx / %.2fx plain decode\n",
+                  (long long)spec_rounds, m, *r0, *r1, same ? "identical" : "DIFFER", 1.85 / m, 1.90 / m);
+    }
     if (ab_rounds > 0) {
       // Same binary, same process, interleaved: the fairest A/B on a shared machine. F32
       // absorption, int8 absorption in its own regions, int8 fused into the attention's items.
@@ -371,7 +399,7 @@ int main(int argc, char** argv) {
     }
     if (ab_single > 0) {
       const char* names[2] = {"qmatmul tiles   ", "qmatmul as batch"};
-      ab("qmatmul M=1", ab_single, names, [&](int k) { set_qmatmul_single_batch(k == 1); });
+      ab("qmatmul M=1", ab_single, names, [&](int k) { set_qmatmul_batch_rows(k == 1 ? 2 : 0); });
     }
     std::printf("kv cache: %lld bytes/token (latent %lld + rope %lld floats x %lld layers)\n",
                 (long long)KVCache::bytes_per_token(c), (long long)c.kv_lora_rank, (long long)c.qk_rope_head_dim,

@@ -233,9 +233,9 @@ uint8_t* aligned_scratch(std::vector<uint8_t>& v, size_t bytes) {
 namespace {
 // The knobs below are for same-process A/B measurements (bench_inference --ab-split,
 // --ab-qmatmul); the environment variables set them for a whole run.
-bool batch_single = [] {
+int64_t batch_max_rows = [] {
   const char* env = std::getenv("WHALE_QMATMUL_BATCH");
-  return env ? std::atoi(env) != 0 : true;
+  return env ? std::max<int64_t>(0, std::atoll(env)) : 2;
 }();
 QmatvecSplit split = [] {
   QmatvecSplit s;
@@ -257,11 +257,11 @@ void qmatmul_impl(GgmlType t, const void* W, int64_t N, int64_t K, const float* 
   qmatmul_activation_type(t);  // throws for unsupported types
   check_blocks(K, ggml_block_size(t), "qmatmul");
   if (M <= 0 || N <= 0) return;
-  if (M == 1 && (batch_single || x16)) {
-    // A decode step's product: contiguous row ranges per thread (qmatvec_batch), so the kernel's
-    // linear prefetch runs through a thread's whole share instead of stopping at each 16-row
-    // tile (same kernel per row: the same bits).
-    const QMatvec job{t, W, N, K, x, y, accumulate, 1, x16};
+  if (M <= batch_max_rows) {
+    // A decode or verify step's product: contiguous row ranges per thread (qmatvec_batch), so
+    // the kernel's linear prefetch runs through a thread's whole share instead of stopping at
+    // each 16-row tile (same kernel per row: the same bits).
+    const QMatvec job{t, W, N, K, x, y, accumulate, M, x16};
     return qmatvec_batch(&job, 1, path);
   }
   const size_t x_row = (activation_row_bytes(t, K, path) + 63) / 64 * 64;
@@ -328,7 +328,7 @@ void set_qmatvec_split(QmatvecSplit s) {
   split = s;
 }
 QmatvecSplit qmatvec_split() { return split; }
-void set_qmatmul_single_batch(bool on) { batch_single = on; }
+void set_qmatmul_batch_rows(int64_t max_rows) { batch_max_rows = std::max<int64_t>(0, max_rows); }
 
 void qmatvec_batch(const QMatvec* jobs, int64_t count, KernelPath path) {
   // Per calling thread, grown only: job j's quantised activation at xq[x_at[j]]; its weight

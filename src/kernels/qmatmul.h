@@ -92,8 +92,9 @@ struct QmatvecSplit {
 };
 void set_qmatvec_split(QmatvecSplit split);
 QmatvecSplit qmatvec_split();
-// qmatmul with one activation row runs as one qmatvec_batch job (default; off: 16-row tiles
-// shared by an OpenMP loop, which stops the decode kernel's prefetch at every tile). Same bits.
-void set_qmatmul_single_batch(bool on);
+// qmatmul with up to max_rows activation rows (default 2: decode and MTP verify steps; 0: none)
+// runs as one qmatvec_batch job, otherwise 16-row tiles are shared by an OpenMP loop, which stops
+// the decode kernel's prefetch at every tile. Same bits. WHALE_QMATMUL_BATCH sets it for a run.
+void set_qmatmul_batch_rows(int64_t max_rows);
 
 }  // namespace whale

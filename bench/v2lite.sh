@@ -4,8 +4,9 @@
 # memory-mapped. The file is written straight into the GGUF by `whale init --gguf q8_0`, one
 # tensor at a time (never a 31 GB BF16 checkpoint), then read once so that it sits in the page
 # cache (decode is memory-bound only if it does; fincore shows how much is cached), then
-# bench_inference measures prefill 64/512, batch-1 decode against the read bandwidth it
-# measures in the same run, and peak RSS. The load average before and after is printed: the
+# bench_inference repacks the Q8_0 weights for the VNNI kernels where the CPU has them (16.4 GB
+# of anonymous memory; WHALE_REPACK=0 reads them as mapped instead) and measures prefill 64/512,
+# batch-1 decode against the read bandwidth it measures in the same run, and peak RSS. The load average before and after is printed: the
 # figures are only as good as the machine was quiet.
 #   bash bench/v2lite.sh                 build (build/), generate, bench, delete the file
 #   WHALE_BUILD=DIR                      use an existing build directory (skips setup and build)

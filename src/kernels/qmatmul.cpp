@@ -310,8 +310,9 @@ void qmatmul_x16(const void* W, int64_t N, int64_t K, const float* x, int64_t M,
   qmatmul_impl(GgmlType::Q8_0, W, N, K, x, M, y, accumulate, path, true);
 }
 
-void qmatmul_rows(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t ldx, int64_t M, float* y,
-                  int64_t ldy, bool accumulate, KernelPath path) {
+namespace {
+void qmatmul_rows_impl(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t ldx, int64_t M, float* y,
+                       int64_t ldy, bool accumulate, KernelPath path, bool x16) {
   qmatmul_activation_type(t);
   check_blocks(K, ggml_block_size(t), "qmatmul_rows");
   if (M <= 0 || N <= 0) return;
@@ -319,7 +320,20 @@ void qmatmul_rows(GgmlType t, const void* W, int64_t N, int64_t K, const float* 
   thread_local std::vector<uint8_t> xq;  // per worker; grows only
   uint8_t* xq_data = aligned_scratch(xq, size_t(M) * x_row);
   for (int64_t m = 0; m < M; ++m) quantize_activation(t, x + m * ldx, K, path, xq_data + size_t(m) * x_row);
-  product_rows(t, static_cast<const uint8_t*>(W), K, 0, N, xq_data, x_row, M, y, ldy, accumulate, path);
+  product_rows(t, static_cast<const uint8_t*>(W), K, 0, N, xq_data, x_row, M, y, ldy, accumulate, path, x16);
+}
+}  // namespace
+
+void qmatmul_rows(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t ldx, int64_t M, float* y,
+                  int64_t ldy, bool accumulate, KernelPath path) {
+  qmatmul_rows_impl(t, W, N, K, x, ldx, M, y, ldy, accumulate, path, false);
+}
+
+void qmatmul_rows_x16(const void* W, int64_t N, int64_t K, const float* x, int64_t ldx, int64_t M, float* y,
+                      int64_t ldy, bool accumulate) {
+  const KernelPath path = kernel_path();
+  check_x16(path, K, "qmatmul_rows_x16");
+  qmatmul_rows_impl(GgmlType::Q8_0, W, N, K, x, ldx, M, y, ldy, accumulate, path, true);
 }
 
 void set_qmatvec_split(QmatvecSplit s) {

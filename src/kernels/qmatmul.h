@@ -60,6 +60,11 @@ void qmatmul_x16(const void* W, int64_t N, int64_t K, const float* x, int64_t M,
 void qmatmul_rows(GgmlType t, const void* W, int64_t N, int64_t K, const float* x, int64_t ldx, int64_t M, float* y,
                   int64_t ldy, bool accumulate, KernelPath path);
 
+// qmatmul_rows with W in repack_q8_0_x16's layout (W: a tile's start, i.e. a row that is a
+// multiple of 16 in the matrix repacked).
+void qmatmul_rows_x16(const void* W, int64_t N, int64_t K, const float* x, int64_t ldx, int64_t M, float* y,
+                      int64_t ldy, bool accumulate);
+
 // One product of a qmatvec_batch: y[M, N] (+)= x[M, K] W[N, K]^T, W as in qmatmul; M is small
 // (the tokens routed to one expert in a decode or verify step).
 struct QMatvec {

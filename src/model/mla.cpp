@@ -81,6 +81,7 @@ struct QuantisedAbsorption {
   GgmlType kb_type, vb_type;
   const uint8_t *k_b, *v_b;  // [heads][rank rows of nope] and [heads][vd rows of rank], quantised
   size_t kb_head, vb_head;   // bytes per head
+  bool kb_x16, vb_x16;       // in repack_q8_0_x16's layout (each head's rows whole tiles)
   int64_t heads, qhd, nope, rope, rank, width, vd;
   const float* q;       // [T, heads, qhd] queries (rotated)
   float* qcat;          // [T, heads, width] absorbed queries
@@ -91,15 +92,23 @@ struct QuantisedAbsorption {
 
   // Head h's absorbed queries for rows t0 .. t0 + rows: W_UK^T q_nope, then the rope part copied.
   void absorb_queries(int64_t h, int64_t t0, int64_t rows) const {
-    qmatmul_rows(kb_type, k_b + size_t(h) * kb_head, rank, nope, q + (t0 * heads + h) * qhd, heads * qhd, rows,
-                 qcat + (t0 * heads + h) * width, heads * width, false, path);
+    if (kb_x16)
+      qmatmul_rows_x16(k_b + size_t(h) * kb_head, rank, nope, q + (t0 * heads + h) * qhd, heads * qhd, rows,
+                       qcat + (t0 * heads + h) * width, heads * width, false);
+    else
+      qmatmul_rows(kb_type, k_b + size_t(h) * kb_head, rank, nope, q + (t0 * heads + h) * qhd, heads * qhd, rows,
+                   qcat + (t0 * heads + h) * width, heads * width, false, path);
     for (int64_t t = t0; t < t0 + rows; ++t)
       std::copy_n(q + (t * heads + h) * qhd + nope, rope, qcat + (t * heads + h) * width + rank);
   }
   // Head h's output for rows t0 .. t0 + rows: W_UV ctx.
   void apply_uv(int64_t h, int64_t t0, int64_t rows) const {
-    qmatmul_rows(vb_type, v_b + size_t(h) * vb_head, vd, rank, ctx + (t0 * heads + h) * rank, heads * rank, rows,
-                 out + (t0 * heads + h) * vd, heads * vd, false, path);
+    if (vb_x16)
+      qmatmul_rows_x16(v_b + size_t(h) * vb_head, vd, rank, ctx + (t0 * heads + h) * rank, heads * rank, rows,
+                       out + (t0 * heads + h) * vd, heads * vd, false);
+    else
+      qmatmul_rows(vb_type, v_b + size_t(h) * vb_head, vd, rank, ctx + (t0 * heads + h) * rank, heads * rank, rows,
+                   out + (t0 * heads + h) * vd, heads * vd, false, path);
   }
   static void before(void* user, int64_t span, int64_t token, int64_t h0, int64_t nq) {
     const QuantisedAbsorption& a = *static_cast<const QuantisedAbsorption*>(user);
@@ -209,11 +218,17 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
   // item reads its heads' k_b/v_b again, which a wider batch would repeat once per row.
   const bool fuse = fuse_absorption_ && int8_uk && int8_uv && !bf16_uv && absorbed_rows > 0 && absorbed_rows <= 2;
   // Per-head quantised W_UK / W_UV: inside latent_attention's items when fused, else below.
-  QuantisedAbsorption quantised{kb_type, vb_type, static_cast<const uint8_t*>(w.attn.k_b.data),
-                            static_cast<const uint8_t*>(w.attn.v_b.data),
-                            int8_uk ? size_t(rank) * ggml_row_size(kb_type, nope) : 0,
-                            int8_uv ? size_t(vd) * ggml_row_size(vb_type, rank) : 0, heads, qhd, nope, rope, rank, width,
-                            vd, q, qcat.data(), ctx.data(), out, nullptr, path};
+  // Their repacked copies when the model has them (same bytes per head: whole tiles).
+  const void *kb_data = w.attn.k_b.data, *vb_data = w.attn.v_b.data;
+  bool kb_x16 = false, vb_x16 = false;
+  GgmlType repacked_type;
+  if (int8_uk) quantised_form(w.attn.k_b, &repacked_type, &kb_data, &kb_x16);
+  if (int8_uv) quantised_form(w.attn.v_b, &repacked_type, &vb_data, &vb_x16);
+  QuantisedAbsorption quantised{kb_type, vb_type, static_cast<const uint8_t*>(kb_data),
+                                static_cast<const uint8_t*>(vb_data),
+                                int8_uk ? size_t(rank) * ggml_row_size(kb_type, nope) : 0,
+                                int8_uv ? size_t(vd) * ggml_row_size(vb_type, rank) : 0, kb_x16, vb_x16, heads, qhd, nope,
+                                rope, rank, width, vd, q, qcat.data(), ctx.data(), out, nullptr, path};
   if (fuse) {
     // W_UK and W_UV run inside latent_attention's items below.
   } else if (any_absorbed && int8_uk) {

@@ -91,7 +91,16 @@ void Transformer::repack_weights(bool check_memory) {
       std::vector<const Tensor*> stored;
       auto repacked = std::make_shared<RepackedWeights>();
       size_t total = 0;
-      for (const Tensor* t : projection_targets()) {
+      // Also a GGUF's split k_b / v_b, which absorbed attention reads a head at a time
+      // (mla.cpp), when each head's rows are whole tiles.
+      std::vector<const Tensor*> targets = projection_targets();
+      const auto& c = config_;
+      for (const auto* layers : {&model_.weights.layers, &model_.weights.mtp})
+        for (const LayerWeights& l : *layers) {
+          if (c.kv_lora_rank % 16 == 0) targets.push_back(&l.attn.k_b);
+          if (c.v_head_dim % 16 == 0) targets.push_back(&l.attn.v_b);
+        }
+      for (const Tensor* t : targets) {
         if (t->empty() || t->shape.size() != 2 || t->dtype != DType::Q8_0 || t->cols() % QK8_0 != 0 ||
             repacked->tensors.count(t->data))
           continue;

@@ -92,23 +92,21 @@ struct QuantisedAbsorption {
 
   // Head h's absorbed queries for rows t0 .. t0 + rows: W_UK^T q_nope, then the rope part copied.
   void absorb_queries(int64_t h, int64_t t0, int64_t rows) const {
-    if (kb_x16)
-      qmatmul_rows_x16(k_b + size_t(h) * kb_head, rank, nope, q + (t0 * heads + h) * qhd, heads * qhd, rows,
-                       qcat + (t0 * heads + h) * width, heads * width, false);
-    else
-      qmatmul_rows(kb_type, k_b + size_t(h) * kb_head, rank, nope, q + (t0 * heads + h) * qhd, heads * qhd, rows,
-                   qcat + (t0 * heads + h) * width, heads * width, false, path);
+    product(kb_x16, kb_type, k_b + size_t(h) * kb_head, rank, nope, q + (t0 * heads + h) * qhd, heads * qhd, rows,
+            qcat + (t0 * heads + h) * width, heads * width);
     for (int64_t t = t0; t < t0 + rows; ++t)
       std::copy_n(q + (t * heads + h) * qhd + nope, rope, qcat + (t * heads + h) * width + rank);
   }
   // Head h's output for rows t0 .. t0 + rows: W_UV ctx.
   void apply_uv(int64_t h, int64_t t0, int64_t rows) const {
-    if (vb_x16)
-      qmatmul_rows_x16(v_b + size_t(h) * vb_head, vd, rank, ctx + (t0 * heads + h) * rank, heads * rank, rows,
-                       out + (t0 * heads + h) * vd, heads * vd, false);
-    else
-      qmatmul_rows(vb_type, v_b + size_t(h) * vb_head, vd, rank, ctx + (t0 * heads + h) * rank, heads * rank, rows,
-                   out + (t0 * heads + h) * vd, heads * vd, false, path);
+    product(vb_x16, vb_type, v_b + size_t(h) * vb_head, vd, rank, ctx + (t0 * heads + h) * rank, heads * rank, rows,
+            out + (t0 * heads + h) * vd, heads * vd);
+  }
+  // y[rows, N] = x[rows, K] (rows ldx apart) W^T on this thread, W as rows or repacked.
+  void product(bool x16, GgmlType t, const uint8_t* W, int64_t N, int64_t K, const float* x, int64_t ldx, int64_t rows,
+               float* y, int64_t ldy) const {
+    if (x16) return qmatmul_rows_x16(W, N, K, x, ldx, rows, y, ldy, false);
+    qmatmul_rows(t, W, N, K, x, ldx, rows, y, ldy, false, path);
   }
   static void before(void* user, int64_t span, int64_t token, int64_t h0, int64_t nq) {
     const QuantisedAbsorption& a = *static_cast<const QuantisedAbsorption*>(user);

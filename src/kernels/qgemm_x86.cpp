@@ -252,34 +252,6 @@ WHALE_VNNI void fill_panel(int64_t nb, const uint8_t* W, size_t w_stride, int64_
   }
 }
 
-template <int C>
-WHALE_VNNI void tile_panel(int64_t nb, const uint8_t* panel, int64_t rows, const uint8_t* X, size_t x_stride, float* y,
-                           int64_t ldy, bool accumulate) {
-  __m512 acc[C];
-#pragma GCC unroll 16
-  for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* p = panel + size_t(b) * kPanelBlockBytes;
-    __m512i t[8];
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) t[k] = _mm512_load_si512(p + 64 * k);
-    block_step<C>(t, _mm512_load_ps(p + 512), b, nb, X, x_stride, acc);
-  }
-  store<C>(acc, rows, y, ldy, accumulate);
-}
-
-using DirectFn = void (*)(int64_t, const uint8_t*, size_t, int64_t, const uint8_t*, size_t, float*, int64_t, bool);
-using PanelFn = void (*)(int64_t, const uint8_t*, int64_t, const uint8_t*, size_t, float*, int64_t, bool);
-
-template <int... C>
-constexpr DirectFn direct_table[] = {tile_direct<C>...};
-template <int... C>
-constexpr PanelFn panel_table[] = {tile_panel<C>...};
-
-constexpr const DirectFn* kDirect = direct_table<2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
-constexpr const PanelFn* kPanel = panel_table<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
-
-
 // ---- Q8_0 repacked in tiles of 16 rows (repack_q8_0_x16) ----
 // Per tile of 16 weight rows and block b, kX16BlockBytes at (tile * nb + b) * 544: the 8
 // registers transpose_block makes (quants + 128 in the VNNI layout, 512 bytes), then the 16
@@ -288,7 +260,7 @@ constexpr const PanelFn* kPanel = panel_table<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
 // or scale gather per block: on a 1 GB set of decode matrices (2 cores) the one-row kernel read
 // 90-104% of the probe's bandwidth from this layout, against 66-75% for tile_row1 on the rows.
 // The integer dots and float steps are tile_direct's, so are the bits.
-constexpr size_t kX16BlockBytes = 512 + 32;
+constexpr size_t kX16BlockBytes = kQ8_0X16BlockBytes;  // 512 bytes of quants, 32 of scales
 
 WHALE_VNNI inline __m512 x16_scales(const uint8_t* block) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 512)));
@@ -300,6 +272,40 @@ inline void prefetch_x16(const uint8_t* block, const uint8_t* end) {
   for (int l = 0; l < 9 * 64; l += 64)
     if (p + l < end) _mm_prefetch(reinterpret_cast<const char*>(p + l), _MM_HINT_T1);
 }
+
+// Up to 16 weight rows x C (1-16) activation rows from blocks laid out for vpdpbusd: a panel
+// (kX16 false: fill_panel's, float scales) or a repacked tile (kX16: fp16 scales, with the
+// linear prefetch up to prefetch_end, as it streams from memory).
+template <int C, bool kX16>
+WHALE_VNNI void tile_blocks(int64_t nb, const uint8_t* P, int64_t rows, const uint8_t* X, size_t x_stride, float* y,
+                            int64_t ldy, bool accumulate, const uint8_t* prefetch_end) {
+  constexpr size_t kBlock = kX16 ? kX16BlockBytes : kPanelBlockBytes;
+  __m512 acc[C];
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* p = P + size_t(b) * kBlock;
+    if (kX16 && prefetch_bytes > 0) prefetch_x16(p, prefetch_end);
+    __m512i t[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512(p + 64 * k);
+    block_step<C>(t, kX16 ? x16_scales(p) : _mm512_load_ps(p + 512), b, nb, X, x_stride, acc);
+  }
+  store<C>(acc, rows, y, ldy, accumulate);
+}
+
+using DirectFn = void (*)(int64_t, const uint8_t*, size_t, int64_t, const uint8_t*, size_t, float*, int64_t, bool);
+using BlocksFn = void (*)(int64_t, const uint8_t*, int64_t, const uint8_t*, size_t, float*, int64_t, bool, const uint8_t*);
+
+template <int... C>
+constexpr DirectFn direct_table[] = {tile_direct<C>...};
+template <bool kX16, int... C>
+constexpr BlocksFn blocks_table[] = {tile_blocks<C, kX16>...};
+
+constexpr const DirectFn* kDirect = direct_table<2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
+constexpr const BlocksFn* kPanel = blocks_table<false, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
+constexpr const BlocksFn* kX16 = blocks_table<true, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
+
 
 // ---- AMX-INT8 (Sapphire Rapids and later): the same chain, the integer dots from tiles ----
 // Per block b, one tdpbssd of A = 16 weight rows' 32 quants (read in place from the mapped
@@ -583,28 +589,6 @@ WHALE_AMX void gemm_amx(int64_t nb, const uint8_t* W, size_t w_stride, int64_t r
   _tile_release();
 }
 
-// One repacked tile (rows <= 16 of them valid) x C (1-16) activation rows.
-template <int C>
-WHALE_VNNI void tile_x16(int64_t nb, const uint8_t* P, int64_t rows, const uint8_t* X, size_t x_stride, float* y,
-                         int64_t ldy, bool accumulate, const uint8_t* prefetch_end) {
-  __m512 acc[C];
-#pragma GCC unroll 16
-  for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* p = P + size_t(b) * kX16BlockBytes;
-    if (prefetch_bytes > 0) prefetch_x16(p, prefetch_end);
-    __m512i t[8];
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512(p + 64 * k);
-    block_step<C>(t, x16_scales(p), b, nb, X, x_stride, acc);
-  }
-  store<C>(acc, rows, y, ldy, accumulate);
-}
-
-using X16Fn = void (*)(int64_t, const uint8_t*, int64_t, const uint8_t*, size_t, float*, int64_t, bool, const uint8_t*);
-template <int... C>
-constexpr X16Fn x16_table[] = {tile_x16<C>...};
-constexpr const X16Fn* kX16 = x16_table<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16>;
 
 }  // namespace
 
@@ -711,7 +695,7 @@ WHALE_VNNI void gemm_q8_0_vnni(int64_t nb, const uint8_t* W, size_t w_stride, in
     fill_panel(nb, W + size_t(n) * w_stride, w_stride, r, panel);
     for (int64_t m = 0; m < M; m += kTile) {
       const int64_t c = std::min<int64_t>(kTile, M - m);
-      kPanel[c - 1](nb, panel, r, X + size_t(m) * x_stride, x_stride, y + m * ldy + n, ldy, accumulate);
+      kPanel[c - 1](nb, panel, r, X + size_t(m) * x_stride, x_stride, y + m * ldy + n, ldy, accumulate, nullptr);
     }
   }
 }

@@ -248,7 +248,7 @@ QmatvecSplit split = [] {
 namespace {
 void check_x16(KernelPath path, int64_t K, const char* what) {
   if (!q8_0_x16_available(path))
-    throw Error(what, "repacked Q8_0 weights need the AVX-512 VNNI kernels, which this CPU (or WHALE_KERNELS) does not use");
+    throw Error(what, "repacked Q8_0 weights need the AVX-512 VNNI kernels, which this CPU (or WHALE_KERNEL_PATH) does not use");
   check_blocks(K, QK8_0, what);
 }
 

@@ -37,7 +37,10 @@ void gemm_q8_0_vnni(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows,
 // Q8_0 weights repacked for these kernels ("x16"): per tile of 16 rows and block, the quants
 // (+128) in the VNNI layout and then the 16 fp16 scales, 544 bytes, tile after tile
 // (qgemm_x86.cpp). The products from it are the same bits as gemm_q8_0_vnni's on the rows.
-inline size_t q8_0_x16_bytes(int64_t rows, int64_t nb) { return size_t((rows + 15) / 16) * size_t(nb) * 544; }
+constexpr size_t kQ8_0X16BlockBytes = 544;  // per 16 rows and block: 512 bytes of quants, 32 of scales
+inline size_t q8_0_x16_bytes(int64_t rows, int64_t nb) {
+  return size_t((rows + 15) / 16) * size_t(nb) * kQ8_0X16BlockBytes;
+}
 // Rows [0, rows) of W (rows w_stride bytes apart) into out (q8_0_x16_bytes(rows, nb) bytes).
 void repack_q8_0_x16(int64_t nb, const uint8_t* W, size_t w_stride, int64_t rows, uint8_t* out);
 // gemm_q8_0_vnni on repacked weights: P is the first tile of the rows (a row index that is a

@@ -90,7 +90,7 @@ void Transformer::repack_weights(bool check_memory) {
       // the embedding's data), 64-byte aligned in one arena.
       std::vector<const Tensor*> stored;
       auto repacked = std::make_shared<RepackedWeights>();
-      size_t total = 0;
+      size_t total = 0, source_bytes = 0;  // the arena's bytes, and the mapped rows'
       // Also a GGUF's split k_b / v_b, which absorbed attention reads a head at a time
       // (mla.cpp), when each head's rows are whole tiles.
       std::vector<const Tensor*> targets = projection_targets();
@@ -108,6 +108,7 @@ void Transformer::repack_weights(bool check_memory) {
         repacked->tensors.emplace(t->data, std::make_pair(total, bytes));
         stored.push_back(t);
         total += (bytes + 63) / 64 * 64;
+        source_bytes += ggml_row_size(GgmlType::Q8_0, t->cols()) * size_t(t->rows());
       }
       const size_t available = available_memory();
       if (stored.empty() || (check_memory && total + (size_t(1) << 30) > available)) return;
@@ -115,8 +116,6 @@ void Transformer::repack_weights(bool check_memory) {
       // do not both fit (a 16 GB file and its copy on 24 GB), each matrix's rows are reclaimed
       // right after it is repacked, so the copy does not push out rows still to be read (which
       // would be read from disk twice); otherwise they are only first in line for reclaim.
-      size_t source_bytes = 0;
-      for (const Tensor* t : stored) source_bytes += ggml_row_size(GgmlType::Q8_0, t->cols()) * size_t(t->rows());
       const bool tight = total + source_bytes > available;
       repacked->arena = AnonymousMemory(total, "repacked weights");
       for (const Tensor* t : stored) {
@@ -129,7 +128,6 @@ void Transformer::repack_weights(bool check_memory) {
   repacked_ = model_.repacked;
   for (const auto& [source, at] : repacked_->tensors)
     quantised_.emplace(source, QuantisedWeight{GgmlType::Q8_0, {}, repacked_->arena.data() + at.first, at.second, true});
-  repacked_bytes_ = repacked_->arena.size();
 }
 
 size_t Transformer::quantize_weights(GgmlType type) {
@@ -196,13 +194,12 @@ void Transformer::project(const float* x, int64_t M, const Tensor& W, float* y, 
 }
 
 bool Transformer::quantised_form(const Tensor& W, GgmlType* type, const void** data, bool* x16) const {
-  if (x16) *x16 = false;
+  *x16 = false;
   if (W.empty() || W.shape.size() != 2) return false;
   if (auto it = quantised_.find(W.data); it != quantised_.end()) {
     *type = it->second.type;
     *data = it->second.bytes();
-    if (x16) *x16 = it->second.x16;
-    else if (it->second.x16) return false;  // a caller that cannot take the layout: the float path
+    *x16 = it->second.x16;
     return true;
   }
   GgmlType stored;

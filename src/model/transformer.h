@@ -75,7 +75,7 @@ class Transformer {
   // On by default; off for A/B (WHALE_ABSORB_FUSE=0).
   void set_fused_absorption(bool on) { fuse_absorption_ = on; }
   // Bytes of weights held repacked (WeightRepack), 0 when none are.
-  size_t repacked_bytes() const { return repacked_bytes_; }
+  size_t repacked_bytes() const { return repacked_ ? repacked_->arena.size() : 0; }
   // Bytes a forward reads for W: its quantised or repacked copy when there is one, else as stored.
   double weight_bytes(const Tensor& W) const;
   // Their sum for the phase timer (core/phase_timer.h); 0 without a lookup while it is off, so
@@ -98,8 +98,8 @@ class Transformer {
   std::vector<float>& buffer(int slot, size_t n);
   // The quantised form project() runs W on: quantize_weights' copy, else W's own blocks when it
   // is stored block-quantised in a type qmatmul covers. False: W takes the float kernels.
-  // x16 (may be null): set to whether data is in repack_q8_0_x16's layout.
-  bool quantised_form(const Tensor& W, GgmlType* type, const void** data, bool* x16 = nullptr) const;
+  // x16: set to whether data is in repack_q8_0_x16's layout.
+  bool quantised_form(const Tensor& W, GgmlType* type, const void** data, bool* x16) const;
   // The matrices quantize_weights and the repacking cover.
   std::vector<const Tensor*> projection_targets() const;
   // Uses the model's repacked weights, making them first (every stored Q8_0 target) when the
@@ -135,7 +135,6 @@ class Transformer {
   std::unordered_map<const void*, QuantisedWeight> quantised_;  // by the source tensor's data
   WeightRepack repack_;
   std::shared_ptr<const RepackedWeights> repacked_;  // the model's, when this Transformer uses them
-  size_t repacked_bytes_ = 0;
 };
 
 }  // namespace whale

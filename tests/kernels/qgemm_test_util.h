@@ -1,10 +1,13 @@
 // Helpers shared by the Q8_0 kernel tests: random inputs with outliers, plain Q8_0 rows, and the
 // kernels' defined arithmetic written as a scalar loop.
 #pragma once
+#include <omp.h>
+
 #include <cmath>
 #include <vector>
 
 #include "core/dtype.h"
+#include "kernels/qmatmul.h"
 #include "kernels/quant.h"
 #include "../model/model_test_util.h"
 
@@ -32,6 +35,26 @@ inline float fma_chain(const block_q8_0* w, const block_q8_0* x, int64_t nb) {
     acc = std::fmaf(float(s), f16_to_f32(w[b].d) * f16_to_f32(x[b].d), acc);
   }
   return acc;
+}
+
+// Runs f(reference) once with the static split on one thread, then check(split, threads) under
+// each of seven qmatvec_batch work splits and 1-4 threads; restores the split and thread count.
+// The splits: all static, the default, one-unit chunks, odd shares and chunk sizes, all dynamic.
+template <class Reference, class Check>
+void for_each_work_split(Reference reference, Check check) {
+  const QmatvecSplit saved = qmatvec_split();
+  const int threads = omp_get_max_threads();
+  set_qmatvec_split({100, 1});
+  omp_set_num_threads(1);
+  reference();
+  for (const QmatvecSplit& sp : {QmatvecSplit{100, 1}, {75, 64}, {75, 1}, {50, 7}, {0, 1}, {0, 5000}, {90, 3}})
+    for (int nt : {1, 2, 3, 4}) {
+      set_qmatvec_split(sp);
+      omp_set_num_threads(nt);
+      check(sp, nt);
+    }
+  set_qmatvec_split(saved);
+  omp_set_num_threads(threads);
 }
 
 }  // namespace whale::testing

@@ -235,8 +235,6 @@ TEST(QuantGemm, EveryWorkSplitGivesTheSameBitsAndEachRowOnce) {
     qmatvec_batch(jobs.data(), int64_t(jobs.size()), p);
     return out;
   };
-  const QmatvecSplit saved = qmatvec_split();
-  const int threads = omp_get_max_threads();
   // The scalar path row by row, no qmatvec_batch: the reference for every split.
   std::vector<std::vector<float>> want;
   for (size_t i = 0; i < shapes.size(); ++i) {
@@ -246,22 +244,16 @@ TEST(QuantGemm, EveryWorkSplitGivesTheSameBitsAndEachRowOnce) {
       qmatmul_rows(s.type, weights[i].data() + size_t(n) * ggml_row_size(s.type, s.K), 1, s.K, inputs[i].data(), s.K, s.M,
                    want.back().data() + n, s.N, true, KernelPath::Scalar);
   }
-  const QmatvecSplit splits[] = {{100, 1}, {75, 64}, {75, 1}, {50, 7}, {0, 1}, {0, 5000}, {90, 3}};
   for (KernelPath p : {KernelPath::Scalar, KernelPath::Avx512Vnni}) {
     if (!cpu_supports(p)) continue;
-    set_qmatvec_split({100, 1});
-    omp_set_num_threads(1);
-    const auto path_want = p == KernelPath::Scalar ? want : run(p);
-    for (const QmatvecSplit& sp : splits)
-      for (int nt : {1, 2, 3, 4}) {
-        set_qmatvec_split(sp);
-        omp_set_num_threads(nt);
-        const auto got = run(p);
-        for (size_t i = 0; i < shapes.size(); ++i)
-          EXPECT_EQ(got[i], path_want[i]) << kernel_path_name(p) << " split " << sp.static_percent << "% / "
-                                          << sp.chunk_units << " threads " << nt << " job " << i;
-      }
+    std::vector<std::vector<float>> path_want;
+    whale::testing::for_each_work_split([&] { path_want = p == KernelPath::Scalar ? want : run(p); },
+                                        [&](const QmatvecSplit& sp, int nt) {
+                                          const auto got = run(p);
+                                          for (size_t i = 0; i < shapes.size(); ++i)
+                                            EXPECT_EQ(got[i], path_want[i])
+                                                << kernel_path_name(p) << " split " << sp.static_percent << "% / "
+                                                << sp.chunk_units << " threads " << nt << " job " << i;
+                                        });
   }
-  set_qmatvec_split(saved);
-  omp_set_num_threads(threads);
 }

@@ -162,22 +162,13 @@ TEST(QuantGemmX16, BatchJobsEqualTheRowLayoutThroughEveryWorkSplit) {
     qmatvec_batch(jobs.data(), int64_t(jobs.size()), KernelPath::Avx512Vnni);
     return out;
   };
-  const QmatvecSplit saved = qmatvec_split();
-  const int threads = omp_get_max_threads();
-  set_qmatvec_split({100, 1});
-  omp_set_num_threads(1);
-  const auto want = run(false);
-  for (const QmatvecSplit& sp : {QmatvecSplit{100, 1}, {75, 64}, {75, 1}, {50, 7}, {0, 1}, {0, 5000}, {90, 3}})
-    for (int nt : {1, 2, 3, 4}) {
-      set_qmatvec_split(sp);
-      omp_set_num_threads(nt);
-      const auto got = run(true);
-      for (size_t i = 0; i < shapes.size(); ++i)
-        EXPECT_EQ(got[i], want[i]) << "split " << sp.static_percent << "% / " << sp.chunk_units << " threads " << nt
-                                   << " job " << i;
-    }
-  set_qmatvec_split(saved);
-  omp_set_num_threads(threads);
+  std::vector<std::vector<float>> want;
+  whale::testing::for_each_work_split([&] { want = run(false); }, [&](const QmatvecSplit& sp, int nt) {
+    const auto got = run(true);
+    for (size_t i = 0; i < shapes.size(); ++i)
+      EXPECT_EQ(got[i], want[i]) << "split " << sp.static_percent << "% / " << sp.chunk_units << " threads " << nt
+                                 << " job " << i;
+  });
 }
 
 TEST(QuantGemmX16, BadUseIsAClearError) {

@@ -134,7 +134,7 @@ static double median(std::vector<double> v) {
 }
 
 int main(int argc, char** argv) {
-  whale::reexec_with_openblas_coretype(argv);  // OpenBLAS's SkylakeX kernels on AVX-512 (cpu_features.h)
+  whale::reexec_with_startup_env(argv);  // OpenBLAS's kernels, OpenMP's wait (cpu_features.h)
   CLI::App app{"whale inference benchmark"};
   std::string dir;
   int64_t decode = 32, batch = 1;
@@ -163,13 +163,17 @@ int main(int argc, char** argv) {
   app.add_option("--absorb", absorb, "Absorbed MLA products on a quantised split k_b/v_b: int8 or f32 "
                                      "(default: WHALE_ABSORB, else int8)")
       ->check(CLI::IsMember({"int8", "f32"}));
+  std::vector<int64_t> prefetch_kb;
   int64_t ab_rounds = 0, ab_prefetch = 0, ab_split = 0, ab_single = 0, spec_rounds = 0;
   app.add_option("--ab-qmatmul", ab_single, "Then alternate qmatmul's one-row products by 16-row tiles and as one "
                  "qmatvec_batch job this many rounds of --decode steps each in this process");
   app.add_option("--ab-split", ab_split, "Then alternate qmatvec_batch's static and dynamic work split this many rounds "
                  "of --decode steps each in this process");
-  app.add_option("--ab-prefetch", ab_prefetch, "Then alternate the decode kernel's linear weight prefetch off and on this "
-                 "many rounds of --decode steps each in this process; print median wall and CPU ms per step");
+  app.add_option("--ab-prefetch", ab_prefetch, "Then alternate the decode kernel's linear weight prefetch distances "
+                 "(--prefetch-kb; default off and the current setting) this many rounds of --decode steps each in "
+                 "this process; print median wall and CPU ms per step");
+  app.add_option("--prefetch-kb", prefetch_kb, "Prefetch distances in KiB that --ab-prefetch alternates (e.g. 0,48,96)")
+      ->delimiter(',');
   app.add_option("--spec-rounds", spec_rounds, "Then alternate N rounds of --decode plain steps and MTP speculative "
                  "passes (a model with an MTP module) and report the median of each round's pass / step time: what a "
                  "verify pass costs, whatever the acceptance")->capture_default_str();
@@ -178,7 +182,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // one line at a time when piped to a log
   try {
-    std::printf("threads: %d, quantised kernel path: %s\n", omp_get_max_threads(), kernel_path_name(kernel_path()));
+    const char* policy = std::getenv("OMP_WAIT_POLICY");
+    const char* spin = std::getenv("GOMP_SPINCOUNT");
+    std::printf("threads: %d, quantised kernel path: %s, OpenMP wait: %s\n", omp_get_max_threads(),
+                kernel_path_name(kernel_path()),
+                policy ? (std::string("OMP_WAIT_POLICY=") + policy).c_str()
+                       : spin ? (std::string("GOMP_SPINCOUNT=") + spin).c_str() : "libgomp default");
     auto t_load = Clock::now();
     auto model = load_model(dir);
     const double load_s = seconds_since(t_load);
@@ -361,44 +370,56 @@ int main(int argc, char** argv) {
                   median(rates), *t0, *t1, median(probes), *b0, *b1);
     }
     // Same generator, same process, interleaved: only one knob changes between the two arms.
-    auto ab = [&](const char* knob, int64_t rounds, const char* const names[2], const std::function<void(int)>& set) {
-      std::vector<double> wall[2], cpu[2];
-      std::vector<int32_t> tokens[2];
+    // Same-process A/B(/C...): each round runs every arm back to back; the median of each arm's
+    // per-round ratio to arm 1 cancels slow drifts of the machine.
+    auto ab = [&](const char* knob, int64_t rounds, const std::vector<std::string>& names,
+                  const std::function<void(int)>& set) {
+      const int arms = int(names.size());
+      std::vector<std::vector<double>> wall(static_cast<size_t>(arms)), cpu(static_cast<size_t>(arms));
+      std::vector<std::vector<int32_t>> tokens(static_cast<size_t>(arms));
       for (int64_t r = 0; r < rounds; ++r)
-        for (int k = 0; k < 2; ++k) {
+        for (int k = 0; k < arms; ++k) {
           set(k);
           double w = 0, cs = 0;
-          tokens[k] = decode_step_seconds(gen, p, decode, &w, &cs);
-          wall[k].push_back(w);
-          cpu[k].push_back(cs);
+          tokens[size_t(k)] = decode_step_seconds(gen, p, decode, &w, &cs);
+          wall[size_t(k)].push_back(w);
+          cpu[size_t(k)].push_back(cs);
+          std::printf("ab %s round %lld %s: %.1f ms wall per step\n", knob, (long long)r, names[size_t(k)].c_str(),
+                      1e3 * w);
         }
-      set(1);
-      for (int k = 0; k < 2; ++k)
+      set(arms - 1);
+      for (int k = 0; k < arms; ++k)
         std::printf("ab %s %s (median of %lld rounds of %lld steps): %.1f ms wall, %.1f ms CPU per step; %.2f tok/s\n",
-                    knob, names[k], (long long)rounds, (long long)decode, 1e3 * median(wall[k]), 1e3 * median(cpu[k]),
-                    1.0 / median(wall[k]));
-      // Each round's two arms ran back to back: the median of their ratios cancels slow drifts.
-      std::vector<double> ratio;
-      for (size_t r = 0; r < wall[0].size(); ++r) ratio.push_back(wall[1][r] / wall[0][r]);
-      const auto [r0, r1] = std::minmax_element(ratio.begin(), ratio.end());
-      std::printf("ab %s: greedy tokens %s; step wall, arm 2 / arm 1 per round: median %.3f (range %.3f-%.3f)\n", knob,
-                  tokens[0] == tokens[1] ? "identical" : "DIFFER", median(ratio), *r0, *r1);
+                    knob, names[size_t(k)].c_str(), (long long)rounds, (long long)decode,
+                    1e3 * median(wall[size_t(k)]), 1e3 * median(cpu[size_t(k)]), 1.0 / median(wall[size_t(k)]));
+      for (int k = 1; k < arms; ++k) {
+        std::vector<double> ratio;
+        for (size_t r = 0; r < wall[0].size(); ++r) ratio.push_back(wall[size_t(k)][r] / wall[0][r]);
+        const auto [r0, r1] = std::minmax_element(ratio.begin(), ratio.end());
+        std::printf("ab %s: greedy tokens %s; step wall, %s / %s per round: median %.3f (range %.3f-%.3f)\n", knob,
+                    tokens[0] == tokens[size_t(k)] ? "identical" : "DIFFER", names[size_t(k)].c_str(), names[0].c_str(),
+                    median(ratio), *r0, *r1);
+      }
     };
     if (ab_prefetch > 0) {
-      const size_t on = simd::qgemm_prefetch_bytes() > 0 ? simd::qgemm_prefetch_bytes() : simd::kQgemmPrefetchDefault;
-      const std::string on_name = std::to_string(on >> 10) + " KiB";
-      const char* names[2] = {"  0 KiB", on_name.c_str()};
-      ab("prefetch", ab_prefetch, names, [&](int k) { simd::set_qgemm_prefetch_bytes(k ? on : 0); });
+      // Distances in KiB: --prefetch-kb, else off against the current setting (48 where that is off).
+      if (prefetch_kb.empty())
+        prefetch_kb = {0, int64_t((simd::qgemm_prefetch_bytes() > 0 ? simd::qgemm_prefetch_bytes()
+                                                                     : size_t(48) << 10) >> 10)};
+      std::vector<std::string> names;
+      for (int64_t kb : prefetch_kb) names.push_back(std::to_string(kb) + " KiB");
+      ab("prefetch", ab_prefetch, names,
+         [&](int k) { simd::set_qgemm_prefetch_bytes(size_t(prefetch_kb[size_t(k)]) << 10); });
     }
     if (ab_split > 0) {
       const QmatvecSplit dynamic = qmatvec_split();
       const std::string dyn_name = "static " + std::to_string(dynamic.static_percent) + "%, chunks of " +
                                    std::to_string(dynamic.chunk_units);
-      const char* names[2] = {"static", dyn_name.c_str()};
+      const std::vector<std::string> names = {"static", dyn_name};
       ab("work split", ab_split, names, [&](int k) { set_qmatvec_split(k ? dynamic : QmatvecSplit{100, 1}); });
     }
     if (ab_single > 0) {
-      const char* names[2] = {"qmatmul tiles   ", "qmatmul as batch"};
+      const std::vector<std::string> names = {"qmatmul tiles   ", "qmatmul as batch"};
       ab("qmatmul M=1", ab_single, names, [&](int k) { set_qmatmul_batch_rows(k == 1 ? 2 : 0); });
     }
     std::printf("kv cache: %lld bytes/token (latent %lld + rope %lld floats x %lld layers)\n",

@@ -92,7 +92,7 @@ double percentile(std::vector<double> v, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  whale::reexec_with_openblas_coretype(argv);  // OpenBLAS's SkylakeX kernels on AVX-512 (cpu_features.h)
+  whale::reexec_with_startup_env(argv);  // OpenBLAS's kernels, OpenMP's wait (cpu_features.h)
   CLI::App app{"whale serving benchmark: aggregate tokens/s and TTFT under concurrent streams"};
   std::string model_dir, levels = "1,4,16";
   int requests = 1, prompt_words = 4, rounds = 1;

@@ -103,7 +103,7 @@ static double flops_per_token(const ModelConfig& c, int64_t T, bool mtp) {
 }
 
 int main(int argc, char** argv) {
-  whale::reexec_with_openblas_coretype(argv);  // OpenBLAS's SkylakeX kernels on AVX-512 (cpu_features.h)
+  whale::reexec_with_startup_env(argv);  // OpenBLAS's kernels, OpenMP's wait (cpu_features.h)
   CLI::App app{"whale training benchmark"};
   std::string config, precision = "fp32";
   int64_t B = 8, T = 128, steps = 5;

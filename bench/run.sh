@@ -15,7 +15,7 @@ for cfg in v3-600m v2lite-4layer; do
     ./build/whale init --config "bench/configs/$cfg.json" --seed 1 --dtype bf16 --out "$DIR/$cfg"
   fi
   echo "== $cfg"
-  OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} ./build/bench_inference --model "$DIR/$cfg" --prompt 64,512 --decode 32 \
+  ./build/bench_inference --model "$DIR/$cfg" --prompt 64,512 --decode 32 \
     --speculative
 done
 # Quantised kernels (Q8_0, Q4_0, Q4_K, Q6_K on every code path the CPU has) against the read
@@ -26,6 +26,6 @@ OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} ./build/bench_qmatmul
 # writes one to out/run): acceptance rate and speed against plain greedy decoding.
 if [[ -d ${WHALE_TRAINED:-out/run} ]]; then
   echo "== speculative decoding on ${WHALE_TRAINED:-out/run}"
-  OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} ./build/bench_inference --model "${WHALE_TRAINED:-out/run}" \
+  ./build/bench_inference --model "${WHALE_TRAINED:-out/run}" \
     --prompt 64 --decode 128 --speculative
 fi

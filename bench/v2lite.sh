@@ -40,10 +40,10 @@ echo "== warming the page cache (one sequential read)"
 /usr/bin/time -f "read in %es" dd if="$FILE" of=/dev/null bs=16M status=none
 fincore "$FILE" || true
 echo "== load before: $(cat /proc/loadavg)"
-# passive: what `whale` itself runs with (README); --roofline-rounds: decode rounds, each set
+# OpenMP waits as `whale` does (a ~100 us spin, then sleep; README); --roofline-rounds: decode rounds, each set
 # against a bandwidth probe taken right after it (the machine's bandwidth drifts); --phases:
 # where a decode step's time goes.
-OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} "$BUILD/bench_inference" --model "$FILE" --prompt 64,512 \
+"$BUILD/bench_inference" --model "$FILE" --prompt 64,512 \
   --decode "${WHALE_V2LITE_DECODE:-32}" --phases --roofline-rounds "${WHALE_V2LITE_ROUNDS:-6}"
 echo "== load after: $(cat /proc/loadavg)"
 fincore "$FILE" || true

@@ -1,7 +1,4 @@
-#include <unistd.h>
-
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 
 #include "cli/commands.h"
@@ -9,16 +6,9 @@
 #include "kernels/cpu_features.h"
 
 int main(int argc, char** argv) {
-  // libgomp reads its wait policy when it loads, before main. Spinning workers make a busy
-  // machine (another process on a core) run decode up to 100x slower, so unless the user chose
-  // a policy, restart once with the passive one.
-  // OpenBLAS picks its kernels at load too (whale::set_openblas_coretype_env, cpu_features.h):
-  // one restart covers both.
-  const bool coretype = whale::set_openblas_coretype_env();
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr || coretype) {
-    if (std::getenv("OMP_WAIT_POLICY") == nullptr) ::setenv("OMP_WAIT_POLICY", "passive", 1);
-    ::execv("/proc/self/exe", argv);  // returns only on failure; then carry on as we are
-  }
+  // libgomp reads its wait policy and OpenBLAS picks its kernels when they load, before main:
+  // set both (a bounded spin, OpenBLAS's AVX-512 kernels; cpu_features.h) and restart once.
+  whale::reexec_with_startup_env(argv);
   CLI::App app{"whale: DeepSeek-V3 architecture models in C++ (run, build, scale)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "whale 0.1.0");

@@ -2,8 +2,15 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <string>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "core/error.h"
 
@@ -80,8 +87,34 @@ bool set_openblas_coretype_env() {
   return ::setenv("OPENBLAS_CORETYPE", "SkylakeX", 1) == 0;
 }
 
-void reexec_with_openblas_coretype(char** argv) {
-  if (set_openblas_coretype_env()) ::execv("/proc/self/exe", argv);  // returns only on failure
+int64_t omp_spin_count_for(double microseconds) {
+#if defined(__x86_64__) || defined(__i386__)
+  // libgomp's wait loop is one load and one PAUSE per count: time 4000 PAUSEs, best of 3.
+  constexpr int kPauses = 4000;
+  double best = 1e9;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kPauses; ++i) _mm_pause();
+    best = std::min(best, std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  const double per_pause = std::max(best / kPauses, 1e-3);  // microseconds
+  return std::clamp<int64_t>(int64_t(microseconds / per_pause), 100, 1000000);
+#else
+  return std::clamp<int64_t>(int64_t(microseconds * 20), 100, 1000000);  // ~50 ns a spin
+#endif
+}
+
+bool set_omp_spin_env() {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr ||
+      std::getenv("WHALE_NO_REEXEC") != nullptr)
+    return false;
+  return ::setenv("GOMP_SPINCOUNT", std::to_string(omp_spin_count_for(kOmpSpinMicroseconds)).c_str(), 1) == 0;
+}
+
+void reexec_with_startup_env(char** argv) {
+  const bool coretype = set_openblas_coretype_env();
+  const bool spin = set_omp_spin_env();
+  if (coretype || spin) ::execv("/proc/self/exe", argv);  // returns only on failure
 }
 
 }  // namespace whale

@@ -2,6 +2,7 @@
 // (__builtin_cpu_supports), so one binary runs on any x86-64; WHALE_KERNEL_PATH=scalar|avx2|
 // avx512|vnni caps it (for tests and comparisons); asking for more than the CPU has is an error.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace whale {
@@ -32,6 +33,22 @@ void set_kernel_path(KernelPath p);
 // reexec_with_openblas_coretype does both: execv("/proc/self/exe", argv) once (the variable is
 // set in the new process, so it does not loop); on failure it returns and the process carries on.
 bool set_openblas_coretype_env();
-void reexec_with_openblas_coretype(char** argv);
+
+// How OpenMP's idle workers wait between parallel regions (libgomp reads it when it loads, too).
+// A decode step is ~160 short regions (6 a layer). With workers that sleep at once
+// (OMP_WAIT_POLICY=passive), each region waits for the kernel to wake a sleeping vCPU. With
+// workers that spin forever (active), decode ran up to 100x slower when another process shared
+// a core. Between the two, workers spin for ~kOmpSpinMicroseconds and then sleep.
+// - V2-Lite-shaped Q8_0 decode, 2 cores, AMD Zen 5 VM, alternating processes: 0.94-0.975 of
+//   passive's step time, the same as active.
+// - With a busy loop on one core: 1.0-1.15x passive's time (a 380 us spin: 1.2-1.7x).
+// set_omp_spin_env sets GOMP_SPINCOUNT to the count that takes that long on this CPU
+// (omp_spin_count_for times its PAUSE), unless OMP_WAIT_POLICY, GOMP_SPINCOUNT or
+// WHALE_NO_REEXEC is set; it returns whether it did (the caller must then re-exec).
+// reexec_with_startup_env does both settings and one execv when either changed.
+constexpr double kOmpSpinMicroseconds = 100.0;
+int64_t omp_spin_count_for(double microseconds);
+bool set_omp_spin_env();
+void reexec_with_startup_env(char** argv);
 
 }  // namespace whale

@@ -52,9 +52,9 @@ void gemm_q8_0x16_vnni(int64_t nb, const uint8_t* P, int64_t rows, const uint8_t
 void set_qgemm_amx_min_rows(int64_t rows);
 int64_t qgemm_amx_min_rows();
 // How far ahead (bytes) the one-activation-row (decode) kernel prefetches the weights; 0 turns it
-// off. Defaults to WHALE_QGEMM_PREFETCH_KB (KiB) or kQgemmPrefetchDefault; for same-process A/B
+// off. Defaults to WHALE_QGEMM_PREFETCH_KB (KiB) or qgemm_prefetch_default(); for same-process A/B
 // measurements.
-constexpr size_t kQgemmPrefetchDefault = size_t(48) << 10;
+size_t qgemm_prefetch_default();
 void set_qgemm_prefetch_bytes(size_t bytes);
 size_t qgemm_prefetch_bytes();
 

@@ -182,7 +182,7 @@ void Transformer::attention(const LayerWeights& w, int64_t layer, const float* x
       rmsnorm(kva + t * (rank + rope), w.attn.kv_a_layernorm.f32(), row, 1, rank, eps);
       std::memcpy(row + rank, kva + t * (rank + rope) + rank, size_t(rope) * sizeof(float));
       rope_.apply(row + rank, pos);
-      for (int64_t h = 0; h < heads; ++h) rope_.apply(q + (t * heads + h) * qhd + nope, pos);
+      rope_.apply(q + t * heads * qhd + nope, pos, heads, qhd);
     }
   }
   auto absorbed = [&](const SeqSpan& s) {

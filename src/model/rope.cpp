@@ -34,13 +34,27 @@ Rope::Rope(const ModelConfig& c) {
   mscale = yarn_get_mscale(s.factor, s.mscale) / yarn_get_mscale(s.factor, s.mscale_all_dim);
 }
 
-void Rope::apply(float* x, int64_t pos) const {
-  for (size_t i = 0; i < inv_freq.size(); ++i) {
+void Rope::apply(float* x, int64_t pos) const { apply(x, pos, 1, 0); }
+
+void Rope::apply(float* x, int64_t pos, int64_t count, int64_t stride) const {
+  thread_local std::vector<float> cs, sn;  // per thread; grows only
+  const size_t n = inv_freq.size();
+  if (cs.size() < n) {
+    cs.resize(n);
+    sn.resize(n);
+  }
+  for (size_t i = 0; i < n; ++i) {
     const double angle = double(pos) * inv_freq[i];
-    const float cs = float(std::cos(angle) * mscale), sn = float(std::sin(angle) * mscale);
-    const float x0 = x[2 * i], x1 = x[2 * i + 1];
-    x[2 * i] = x0 * cs - x1 * sn;
-    x[2 * i + 1] = x1 * cs + x0 * sn;
+    cs[i] = float(std::cos(angle) * mscale);
+    sn[i] = float(std::sin(angle) * mscale);
+  }
+  for (int64_t v = 0; v < count; ++v) {
+    float* y = x + v * stride;
+    for (size_t i = 0; i < n; ++i) {
+      const float x0 = y[2 * i], x1 = y[2 * i + 1];
+      y[2 * i] = x0 * cs[i] - x1 * sn[i];
+      y[2 * i + 1] = x1 * cs[i] + x0 * sn[i];
+    }
   }
 }
 

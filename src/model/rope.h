@@ -16,6 +16,9 @@ struct Rope {
   // DeepSeek's checkpoints pair interleaved elements (2i, 2i+1) with frequency i: Hugging Face's
   // modeling_deepseek de-interleaves before rotate_half, which is the same rotation.
   void apply(float* x, int64_t pos) const;
+  // The same rotation of count vectors stride floats apart (a token's heads), with each angle's
+  // cos and sin computed once instead of once per vector: the same bits as count apply calls.
+  void apply(float* x, int64_t pos, int64_t count, int64_t stride) const;
   // The transpose rotation: maps the gradient w.r.t. the rotated vector to the unrotated one.
   void apply_backward(float* dx, int64_t pos) const;
 };

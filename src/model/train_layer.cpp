@@ -66,7 +66,7 @@ void attention_forward(const LayerContext& ctx, const LayerWeights& w, LayerActi
     std::memcpy(a.kpe.data() + r * rope, kva.data() + r * (rank + rope) + rank, size_t(rope) * 4);
     const int64_t pos = ctx.pos ? ctx.pos[r] : r % T;
     ctx.rope.apply(a.kpe.data() + r * rope, pos);
-    for (int64_t h = 0; h < heads; ++h) ctx.rope.apply(a.q.data() + (r * heads + h) * qhd + nope, pos);
+    ctx.rope.apply(a.q.data() + r * heads * qhd + nope, pos, heads, qhd);
   }
   rmsnorm_save(a.kvc.data(), w.attn.kv_a_layernorm.f32(), a.latent.data(), a.rkv.data(), N, rank, eps);
   resize(a.kv, N * heads * (nope + vd));

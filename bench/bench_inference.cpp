@@ -402,10 +402,8 @@ int main(int argc, char** argv) {
       }
     };
     if (ab_prefetch > 0) {
-      // Distances in KiB: --prefetch-kb, else off against the current setting (48 where that is off).
-      if (prefetch_kb.empty())
-        prefetch_kb = {0, int64_t((simd::qgemm_prefetch_bytes() > 0 ? simd::qgemm_prefetch_bytes()
-                                                                     : size_t(48) << 10) >> 10)};
+      // Distances in KiB: --prefetch-kb, else off against 48 (both kernels; defaults in qmatmul_simd.h).
+      if (prefetch_kb.empty()) prefetch_kb = {0, 48};
       std::vector<std::string> names;
       for (int64_t kb : prefetch_kb) names.push_back(std::to_string(kb) + " KiB");
       ab("prefetch", ab_prefetch, names,

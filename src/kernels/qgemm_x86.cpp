@@ -113,18 +113,25 @@ const int64_t kAhead = [] {
 // changed nothing measurable, and for several activation rows the per-row prefetch above did
 // better there (17 against 14 GB/s at M = 2). WHALE_QGEMM_PREFETCH_KB sets the distance in KiB
 // (default 48; 0 turns it off).
-// The default depends on the vendor. On an Intel Sapphire Rapids VM (2 cores, 14-31 GB/s) the
-// 48 KiB prefetch made V2-Lite decode 1.1-1.2x faster (figures above). On an AMD Zen 5 (EPYC,
-// family 26) VM (2 cores, 55-62 GB/s) every software prefetch made it slower: 8, 16, 48, 96 and
-// 192 KiB ahead, with the T0, T1 and NTA hints, gave 1.01-1.42x the step time of none, in
-// same-process A/Bs (bench_inference --ab-prefetch --prefetch-kb); its hardware prefetchers keep
-// up with the 16 row streams of a tile and the one stream of a repacked one by themselves.
-size_t qgemm_prefetch_default() { return __builtin_cpu_is("amd") ? 0 : size_t(48) << 10; }
-
-size_t prefetch_bytes = [] {
+size_t env_prefetch_bytes(size_t fallback) {
   const char* env = std::getenv("WHALE_QGEMM_PREFETCH_KB");
-  return env ? size_t(std::max<long long>(0, std::atoll(env))) * 1024 : qgemm_prefetch_default();
-}();
+  return env ? size_t(std::max<long long>(0, std::atoll(env))) * 1024 : fallback;
+}
+
+size_t prefetch_bytes = env_prefetch_bytes(size_t(48) << 10);
+
+// The repacked (x16) kernel's prefetch, whose default depends on the vendor:
+// - On an Intel Sapphire Rapids VM (2 cores, 14-31 GB/s), 48 KiB ahead read a 1 GB set of
+//   expert matrices at 90-104% of the probe, against 64-82% without it.
+// - On an AMD Zen 5 VM (EPYC, family 26; 2 cores, 55-62 GB/s), every software prefetch made
+//   repacked V2-Lite decode slower: 8, 16, 48, 96 and 192 KiB ahead, with the T0, T1 and NTA
+//   hints, gave 1.01-1.42x the step time of none (same-process A/Bs, bench_inference
+//   --ab-prefetch --prefetch-kb). Its hardware prefetchers follow a tile's one stream alone.
+// - The rows kernel above keeps its prefetch on both: on the Zen 5, its 16 row streams 2 KB
+//   apart decoded in 0.72x the step time with 48 KiB ahead than without (WHALE_REPACK=0).
+size_t qgemm_x16_prefetch_default() { return __builtin_cpu_is("amd") ? 0 : size_t(48) << 10; }
+
+size_t x16_prefetch_bytes = env_prefetch_bytes(qgemm_x16_prefetch_default());
 
 inline void prefetch_ahead(const uint8_t* tile, int64_t b, const uint8_t* end) {
   const uint8_t* p = tile + prefetch_bytes + size_t(b) * (kTile * sizeof(block_q8_0));
@@ -274,9 +281,9 @@ WHALE_VNNI inline __m512 x16_scales(const uint8_t* block) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 512)));
 }
 
-// The one-stream prefetch: the 576 bytes prefetch_bytes past this block, up to end.
+// The one-stream prefetch: the 576 bytes x16_prefetch_bytes past this block, up to end.
 inline void prefetch_x16(const uint8_t* block, const uint8_t* end) {
-  const uint8_t* p = block + prefetch_bytes;
+  const uint8_t* p = block + x16_prefetch_bytes;
   for (int l = 0; l < 9 * 64; l += 64)
     if (p + l < end) _mm_prefetch(reinterpret_cast<const char*>(p + l), _MM_HINT_T1);
 }
@@ -293,7 +300,7 @@ WHALE_VNNI void tile_blocks(int64_t nb, const uint8_t* P, int64_t rows, const ui
   for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* p = P + size_t(b) * kBlock;
-    if (kX16 && prefetch_bytes > 0) prefetch_x16(p, prefetch_end);
+    if (kX16 && x16_prefetch_bytes > 0) prefetch_x16(p, prefetch_end);
     __m512i t[8];
 #pragma GCC unroll 8
     for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512(p + 64 * k);
@@ -633,8 +640,7 @@ WHALE_VNNI void gemm_q8_0x16_vnni(int64_t nb, const uint8_t* P, int64_t rows, co
 
 void set_qgemm_amx_min_rows(int64_t rows) { amx_min_rows = std::max<int64_t>(1, rows); }
 int64_t qgemm_amx_min_rows() { return amx_min_rows; }
-void set_qgemm_prefetch_bytes(size_t bytes) { prefetch_bytes = bytes; }
-size_t qgemm_prefetch_bytes() { return prefetch_bytes; }
+void set_qgemm_prefetch_bytes(size_t bytes) { prefetch_bytes = x16_prefetch_bytes = bytes; }
 
 void pack_q8_0(const block_q8_0* x, int64_t nb, uint8_t* out) {
   float* scales = reinterpret_cast<float*>(out + size_t(nb) * QK8_0);

@@ -51,11 +51,11 @@ void gemm_q8_0x16_vnni(int64_t nb, const uint8_t* P, int64_t rows, const uint8_t
 // WHALE_QGEMM_AMX_MIN); tests set it to reach both kernels on one machine. Same bits either way.
 void set_qgemm_amx_min_rows(int64_t rows);
 int64_t qgemm_amx_min_rows();
-// How far ahead (bytes) the one-activation-row (decode) kernel prefetches the weights; 0 turns it
-// off. Defaults to WHALE_QGEMM_PREFETCH_KB (KiB) or qgemm_prefetch_default(); for same-process A/B
-// measurements.
-size_t qgemm_prefetch_default();
+// How far ahead (bytes) the one-activation-row (decode) kernels prefetch the weights; 0 turns it
+// off. Defaults: WHALE_QGEMM_PREFETCH_KB (KiB) for both, else 48 KiB for the rows kernel and
+// qgemm_x16_prefetch_default() for the repacked one (0 on AMD, 48 KiB elsewhere). The setter
+// sets both, for same-process A/B measurements.
+size_t qgemm_x16_prefetch_default();
 void set_qgemm_prefetch_bytes(size_t bytes);
-size_t qgemm_prefetch_bytes();
 
 }  // namespace whale::simd

@@ -90,6 +90,38 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
+void dot_rows(const float* w, int64_t J, const float* x, int64_t n, float* out) {
+  constexpr int64_t kLanes = 16;
+  for (int64_t j0 = 0; j0 < J; j0 += 4) {
+    const int64_t nj = std::min<int64_t>(4, J - j0);
+    float acc[4][kLanes] = {};
+    int64_t k0 = 0;
+    for (; k0 + kLanes <= n; k0 += kLanes)
+      for (int64_t j = 0; j < nj; ++j) {
+        const float* wr = w + (j0 + j) * n + k0;
+#pragma omp simd
+        for (int64_t l = 0; l < kLanes; ++l) acc[j][l] += wr[l] * x[k0 + l];
+      }
+    for (int64_t j = 0; j < nj; ++j) {
+      for (int64_t k = k0; k < n; ++k) acc[j][k - k0] += w[(j0 + j) * n + k] * x[k];
+      for (int64_t half = kLanes / 2; half >= 1; half /= 2)
+        for (int64_t l = 0; l < half; ++l) acc[j][l] += acc[j][l + half];
+      out[j0 + j] = acc[j][0];
+    }
+  }
+}
+
+void linear_rows_f32(const float* x, int64_t M, const float* W, int64_t N, int64_t K, float* y) {
+  constexpr int64_t kChunk = 16;  // weight rows per task: 4 tasks for a 64-expert router at decode
+  const int64_t chunks = (N + kChunk - 1) / kChunk;
+#pragma omp parallel for collapse(2) schedule(static) if (M * N * K >= (int64_t(1) << 16))
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t n0 = c * kChunk, nn = std::min(kChunk, N - n0);
+      dot_rows(W + n0 * K, nn, x + m * K, K, y + m * N + n0);
+    }
+}
+
 float dot(const float* a, const float* b, int64_t n) {
   float s = 0.0f;
 #pragma omp simd reduction(+ : s)

@@ -26,6 +26,14 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void softmax(float* x, int64_t n);
 
 float dot(const float* a, const float* b, int64_t n);
+// out[j] = w[j, 0:n] · x for j < J: four rows at a time, each a 16-lane partial sum over n
+// then a fixed tree, so four independent chains hide the multiply-add latency (a plain dot is
+// one chain and a serial reduction per output).
+void dot_rows(const float* w, int64_t J, const float* x, int64_t n, float* out);
+// y[M, N] = x[M, K] · W[N, K]^T for F32 W, each output one dot_rows chain: a row's outputs are
+// the same bits whatever M is (SGEMV for one row and SGEMM for more sum in different orders).
+// For small matrices read at decode and verify alike: MoE routers (GGUF keeps them F32).
+void linear_rows_f32(const float* x, int64_t M, const float* W, int64_t N, int64_t K, float* y);
 // y += a * x
 void axpy(float a, const float* x, float* y, int64_t n);
 

@@ -48,11 +48,6 @@ void absorb_rows(const float* const* q, int64_t dims, const float* w, int64_t n,
     }
 }
 
-// out[j] = w[j, 0:n] · x for j < J: four rows at a time, each a 16-lane partial sum over n
-// then a fixed tree, so four independent chains hide the multiply-add latency (a plain dot is
-// one chain and a serial reduction per output).
-void dot_rows(const float* w, int64_t J, const float* x, int64_t n, float* out);
-
 // Rows [row0, row0 + rows) of kv_b_proj as F32: the constructor's F32 copy when there is one,
 // else (a block-quantised GGUF kv_b, kept as mapped: a quarter of the F32 bytes per step)
 // dequantised into scratch. The values are the same floats either way, so every sum after
@@ -118,26 +113,6 @@ struct QuantisedAbsorption {
   }
 };
 
-void dot_rows(const float* w, int64_t J, const float* x, int64_t n, float* out) {
-  constexpr int64_t kLanes = 16;
-  for (int64_t j0 = 0; j0 < J; j0 += 4) {
-    const int64_t nj = std::min<int64_t>(4, J - j0);
-    float acc[4][kLanes] = {};
-    int64_t k0 = 0;
-    for (; k0 + kLanes <= n; k0 += kLanes)
-      for (int64_t j = 0; j < nj; ++j) {
-        const float* wr = w + (j0 + j) * n + k0;
-#pragma omp simd
-        for (int64_t l = 0; l < kLanes; ++l) acc[j][l] += wr[l] * x[k0 + l];
-      }
-    for (int64_t j = 0; j < nj; ++j) {
-      for (int64_t k = k0; k < n; ++k) acc[j][k - k0] += w[(j0 + j) * n + k] * x[k];
-      for (int64_t half = kLanes / 2; half >= 1; half /= 2)
-        for (int64_t l = 0; l < half; ++l) acc[j][l] += acc[j][l + half];
-      out[j0 + j] = acc[j][0];
-    }
-  }
-}
 }  // namespace
 
 void Transformer::attention(const LayerWeights& w, int64_t layer, const float* xn, int64_t T,

@@ -209,7 +209,12 @@ void Transformer::moe(const LayerWeights& w, int64_t layer, const float* xn, int
   std::optional<phases::Scope> scope;
   scope.emplace(phases::kRouter, phase_bytes({&w.moe.gate}));
   std::vector<float>& logits = buffer(kRouterLogits, size_t(T * E));
-  project(xn, T, w.moe.gate, logits.data());
+  // An F32 router row-invariantly: a verify pass's rows must route as the decode steps they
+  // replace (speculative decoding's greedy output is identical only then).
+  if (w.moe.gate.dtype == DType::F32 && !w.moe.gate.empty())
+    linear_rows_f32(xn, T, w.moe.gate.f32(), E, H, logits.data());
+  else
+    project(xn, T, w.moe.gate, logits.data());
   std::vector<float>& gate_w = buffer(kGateWeights, size_t(T * K));
   if (moe_chosen_.size() < size_t(T * K)) moe_chosen_.resize(size_t(T * K));
   route_tokens(c, logits.data(), w.moe.e_score_correction_bias.empty() ? nullptr : w.moe.e_score_correction_bias.f32(),

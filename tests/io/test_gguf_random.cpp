@@ -251,3 +251,53 @@ TEST(RandomGguf, RepackedWeightsGiveTheMappedRowsBitsInEveryStep) {
   };
   EXPECT_EQ(quantised_logits(WeightRepack::On), quantised_logits(WeightRepack::Off));
 }
+
+TEST(RandomGguf, VerifyRowsGiveTheDecodeStepsBits) {
+  // Speculative decoding's exactness: an MTP verify pass feeds [t, draft] as one 2-row step,
+  // and greedy output is identical to plain decoding only if each of its rows gives the bits of
+  // the 1-row step it replaces. A GGUF keeps the router (ffn_gate_inp) in F32, where SGEMV
+  // (1 row) and SGEMM (2 rows) sum in different orders; the router must not. Twelve pairs of
+  // steps after a prompt, on V2-Lite-tiny, tiny-v3, and V2-Lite's hidden size (2048) and depth
+  // (27 layers) at tiny widths otherwise.
+  ModelConfig wide = v2lite_tiny();
+  wide.hidden_size = 2048;
+  wide.num_hidden_layers = 2;
+  wide.n_routed_experts = 64;
+  ModelConfig deep = v2lite_tiny();
+  deep.num_hidden_layers = 27;
+  for (const ModelConfig& c : {v2lite_tiny(), tiny_config(), wide, deep}) {
+    TempDir dir;
+    GgufExportOptions options;
+    options.type = GgmlType::Q8_0;
+    write_random_gguf(c, dir / "m.gguf", options, init(13));
+    auto m = load_model(dir / "m.gguf");
+    ASSERT_EQ(m->weights.layers.back().moe.gate.dtype, DType::F32);
+    Transformer tf(*m);
+    constexpr int64_t kPairs = 12;
+    const std::vector<int32_t> prompt{3, 9, 27, 81, 243};
+    std::vector<float> hidden(size_t(5 * c.hidden_size));
+    auto logits_of = [&](KVCache& cache, const std::vector<int32_t>& tokens, int64_t pos) {
+      const int64_t n = int64_t(tokens.size());
+      tf.forward(tokens.data(), {SeqSpan{&cache, 0, n, pos}}, hidden.data());
+      std::vector<float> out(size_t(n * c.vocab_size));
+      std::vector<int64_t> rows;
+      for (int64_t i = 0; i < n; ++i) rows.push_back(i);
+      tf.logits(hidden.data(), rows, out.data());
+      return out;
+    };
+    KVCache plain(c, 5 + 2 * kPairs), verify(c, 5 + 2 * kPairs);
+    logits_of(plain, prompt, 0);
+    logits_of(verify, prompt, 0);
+    for (int64_t i = 0; i < kPairs; ++i) {
+      const int32_t a = int32_t(7 + 31 * i) % int32_t(c.vocab_size), b = int32_t(13 + 17 * i) % int32_t(c.vocab_size);
+      std::vector<float> one = logits_of(plain, {a}, 5 + 2 * i);
+      const std::vector<float> second = logits_of(plain, {b}, 6 + 2 * i);
+      one.insert(one.end(), second.begin(), second.end());
+      const std::vector<float> two = logits_of(verify, {a, b}, 5 + 2 * i);
+      ASSERT_EQ(two.size(), one.size());
+      for (size_t k = 0; k < one.size(); ++k)
+        ASSERT_EQ(two[k], one[k]) << "pair " << i << ", row " << k / size_t(c.vocab_size) << ", logit "
+                                  << k % size_t(c.vocab_size) << ", " << c.num_hidden_layers << " layers";
+    }
+  }
+}

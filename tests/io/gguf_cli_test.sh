@@ -27,6 +27,11 @@ cmp q8.f32 q8_direct.f32
 cmp q8.on.f32 q8.off.f32
 cmp q8.on.mtp.f32 q8.off.mtp.f32
 cmp q8.on.f32 q8.f32
+# Token by token (decode steps) and two at a time (the shape of an MTP verify pass): the same
+# bytes, as speculative decoding's exactness needs (the F32 router included).
+"$whale" logits --model q8.gguf --tokens $tokens --out q8.c1.f32 --chunk 1
+"$whale" logits --model q8.gguf --tokens $tokens --out q8.c2.f32 --chunk 2
+cmp q8.c1.f32 q8.c2.f32
 if "$whale" logits --model q8.gguf --tokens 1 --out x.f32 --repack sometimes 2> err.txt; then exit 1; fi
 grep -q -- "--repack" err.txt
 /usr/bin/python3 - <<'PY'

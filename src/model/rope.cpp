@@ -34,9 +34,14 @@ Rope::Rope(const ModelConfig& c) {
   mscale = yarn_get_mscale(s.factor, s.mscale) / yarn_get_mscale(s.factor, s.mscale_all_dim);
 }
 
-void Rope::apply(float* x, int64_t pos) const { apply(x, pos, 1, 0); }
+void Rope::apply(float* x, int64_t pos) const { rotate(x, pos, 1, 0, 1.0f); }
+void Rope::apply(float* x, int64_t pos, int64_t count, int64_t stride) const { rotate(x, pos, count, stride, 1.0f); }
+void Rope::apply_backward(float* g, int64_t pos) const { rotate(g, pos, 1, 0, -1.0f); }
+void Rope::apply_backward(float* g, int64_t pos, int64_t count, int64_t stride) const {
+  rotate(g, pos, count, stride, -1.0f);
+}
 
-void Rope::apply(float* x, int64_t pos, int64_t count, int64_t stride) const {
+void Rope::rotate(float* x, int64_t pos, int64_t count, int64_t stride, float sign) const {
   thread_local std::vector<float> cs, sn;  // per thread; grows only
   const size_t n = inv_freq.size();
   if (cs.size() < n) {
@@ -46,7 +51,7 @@ void Rope::apply(float* x, int64_t pos, int64_t count, int64_t stride) const {
   for (size_t i = 0; i < n; ++i) {
     const double angle = double(pos) * inv_freq[i];
     cs[i] = float(std::cos(angle) * mscale);
-    sn[i] = float(std::sin(angle) * mscale);
+    sn[i] = sign * float(std::sin(angle) * mscale);  // the transpose: the angle's negative
   }
   for (int64_t v = 0; v < count; ++v) {
     float* y = x + v * stride;
@@ -55,16 +60,6 @@ void Rope::apply(float* x, int64_t pos, int64_t count, int64_t stride) const {
       y[2 * i] = x0 * cs[i] - x1 * sn[i];
       y[2 * i + 1] = x1 * cs[i] + x0 * sn[i];
     }
-  }
-}
-
-void Rope::apply_backward(float* g, int64_t pos) const {
-  for (size_t i = 0; i < inv_freq.size(); ++i) {
-    const double angle = double(pos) * inv_freq[i];
-    const float cs = float(std::cos(angle) * mscale), sn = float(std::sin(angle) * mscale);
-    const float g0 = g[2 * i], g1 = g[2 * i + 1];
-    g[2 * i] = g0 * cs + g1 * sn;
-    g[2 * i + 1] = -g0 * sn + g1 * cs;
   }
 }
 

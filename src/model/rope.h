@@ -19,8 +19,14 @@ struct Rope {
   // The same rotation of count vectors stride floats apart (a token's heads), with each angle's
   // cos and sin computed once instead of once per vector: the same bits as count apply calls.
   void apply(float* x, int64_t pos, int64_t count, int64_t stride) const;
-  // The transpose rotation: maps the gradient w.r.t. the rotated vector to the unrotated one.
+  // The transpose rotation: maps the gradient w.r.t. the rotated vector to the unrotated one
+  // (one vector, or count vectors stride floats apart).
   void apply_backward(float* dx, int64_t pos) const;
+  void apply_backward(float* dx, int64_t pos, int64_t count, int64_t stride) const;
+
+ private:
+  // Rotates count vectors by sign * the angles of position pos, each angle's cos/sin once.
+  void rotate(float* x, int64_t pos, int64_t count, int64_t stride, float sign) const;
 };
 
 }  // namespace whale

@@ -140,7 +140,7 @@ void attention_backward(const LayerContext& ctx, const LayerWeights& w, LayerWei
   for (int64_t r = 0; r < N; ++r) {
     const int64_t pos = ctx.pos ? ctx.pos[r] : r % T;
     ctx.rope.apply_backward(dkpe.data() + r * rope, pos);
-    for (int64_t h = 0; h < heads; ++h) ctx.rope.apply_backward(dq.data() + (r * heads + h) * qhd + nope, pos);
+    ctx.rope.apply_backward(dq.data() + r * heads * qhd + nope, pos, heads, qhd);
   }
   // kv = latent kv_b^T ; latent = rmsnorm(kvc)
   std::vector<float>&dlatent = zeros(ws.dlatent, N * rank), &dkva = zeros(ws.dkva, N * (rank + rope)),
